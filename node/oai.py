@@ -1,0 +1,253 @@
+"""OAI-PMH 2.0 endpoint of a node: runs the typed requests of :mod:`protocol.oai` against the tables.
+
+Lists page by keyset over ``(stamp, pk_id)`` (or ``(spec, stamp, sheet_pk)`` of
+``sheet_set`` for a selective harvest), both covered by an index, and join the
+metadata pre-rendered by storage in ``sheet_format``. Deleted records keep their
+row (``deleted``, no format rows): they are listed for every prefix as
+``status="deleted"`` headers (deletedRecord ``persistent``, spec §2.5.1).
+
+Mount with ``app.router.add_route("*", "/oai", make_oai_handler(db, config))`` and
+``app.router.add_get("/schemas/{name}", make_schema_handler())``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from node.db import Database
+from protocol.oai.config import OaiConfig
+from protocol.oai.errors import ErrorCode, OaiError
+from protocol.oai.identifiers import make_identifier, parse_identifier
+from protocol.oai.metadata import METADATA_FORMATS
+from protocol.oai.namespaces import ESSAIM_SCHEMA_FILE
+from protocol.oai.native import schema_bytes
+from protocol.oai.requests import (
+    GetRecord,
+    Identify,
+    ListMetadataFormats,
+    ListQuery,
+    ListSets,
+    OaiRequest,
+    echo_arguments,
+    parse_request,
+)
+from protocol.oai.response import render_error, render_result
+from protocol.oai.results import (
+    FormatsResult,
+    Header,
+    IdentifyResult,
+    OaiResult,
+    Record,
+    RecordResult,
+    SetsResult,
+    make_page,
+)
+from protocol.oai.sets import set_catalogue
+from protocol.oai.stylesheet import STYLESHEET_FILE, stylesheet_bytes
+from protocol.sheet import Partner
+
+Clock = Callable[[], float]
+XML_CONTENT_TYPE = "text/xml"
+
+_COLUMNS = "s.pk_id, s.source, s.local_id, s.stamp, s.deleted, s.sets, s.provenance"
+
+
+class OaiExecutor:
+    """Answers one typed request from the database; dispatch is a table of request type -> method."""
+
+    def __init__(self, db: Database, config: OaiConfig) -> None:
+        self.db = db
+        self.config = config
+        self._table: Mapping[type, Callable[[Any, int], Awaitable[OaiResult]]] = {
+            Identify: self.identify,
+            ListMetadataFormats: self.list_metadata_formats,
+            ListSets: self.list_sets,
+            GetRecord: self.get_record,
+            ListQuery: self.list_records,
+        }
+
+    async def run(self, request: OaiRequest, now: int) -> OaiResult:
+        return await self._table[type(request)](request, now)
+
+    # ------------------------------------------------------------------ rows -> records
+
+    def _record(self, row: Mapping[str, Any], with_metadata: bool) -> Record:
+        deleted = bool(row["deleted"])
+        header = Header(
+            identifier=make_identifier(self.config.repo_id, str(row["source"]), str(row["local_id"])),
+            stamp=int(row["stamp"]),
+            sets=tuple(str(row["sets"] or "").split()),
+            deleted=deleted,
+        )
+        provenance = json.loads(row["provenance"]) if row.get("provenance") else None
+        metadata = str(row["xml"]) if with_metadata and not deleted and row.get("xml") else None
+        return Record(header, metadata, provenance, key=(int(row["stamp"]), int(row["pk_id"])))
+
+    async def _row_by_identifier(self, identifier: str, prefix: str | None) -> dict[str, Any]:
+        parsed = parse_identifier(self.config.repo_id, identifier)
+        if parsed is None:
+            raise OaiError(ErrorCode.ID_DOES_NOT_EXIST, f"{identifier!r} is not an identifier of this repository")
+        xml = "f.xml" if prefix else "NULL AS xml"
+        join = " LEFT JOIN sheet_format f ON f.sheet_pk = s.pk_id AND f.prefix = ?" if prefix else ""
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS}, {xml} FROM sheet s{join} WHERE s.source = ? AND s.local_id = ?",
+            [*([prefix] if prefix else []), *parsed],
+        )
+        if row is None:
+            raise OaiError(ErrorCode.ID_DOES_NOT_EXIST, f"no record has the identifier {identifier!r}")
+        return row
+
+    # ------------------------------------------------------------------ verbs
+
+    async def identify(self, request: Identify, now: int) -> OaiResult:
+        row = await self.db.fetchone("SELECT MIN(stamp) AS earliest FROM sheet")
+        earliest = row["earliest"] if row and row["earliest"] is not None else now
+        return IdentifyResult(int(earliest))
+
+    async def list_metadata_formats(self, request: ListMetadataFormats, now: int) -> OaiResult:
+        if request.identifier is None:
+            return FormatsResult(METADATA_FORMATS)
+        row = await self._row_by_identifier(request.identifier, None)
+        if row["deleted"]:
+            # A tombstone is disseminated (as a deleted header) in every format.
+            return FormatsResult(METADATA_FORMATS)
+        rows = await self.db.fetch("SELECT prefix FROM sheet_format WHERE sheet_pk = ?", [row["pk_id"]])
+        available = {str(r["prefix"]) for r in rows}
+        formats = tuple(f for f in METADATA_FORMATS if f.prefix in available)
+        if not formats:
+            raise OaiError(ErrorCode.NO_METADATA_FORMATS, f"no metadata format is available for {request.identifier!r}")
+        return FormatsResult(formats)
+
+    async def list_sets(self, request: ListSets, now: int) -> OaiResult:
+        partners: list[Partner] = []
+        if self.config.hub:
+            specs = await self.db.fetch(
+                "SELECT DISTINCT spec FROM sheet_set WHERE spec LIKE ? ORDER BY spec", ["partner:%"]
+            )
+            for spec_row in specs:
+                row = await self.db.fetchone(
+                    "SELECT s.data FROM sheet_set ss JOIN sheet s ON s.pk_id = ss.sheet_pk"
+                    " WHERE ss.spec = ? AND s.data IS NOT NULL ORDER BY ss.stamp DESC LIMIT 1",
+                    [spec_row["spec"]],
+                )
+                if row is not None:
+                    data = json.loads(row["data"]).get("partner") or {}
+                    partners.append(Partner(name=str(data.get("name", "")), id=data.get("id")))
+        return SetsResult(tuple(set_catalogue(hub=self.config.hub, partners=partners)))
+
+    async def get_record(self, request: GetRecord, now: int) -> OaiResult:
+        row = await self._row_by_identifier(request.identifier, request.prefix)
+        if not row["deleted"] and row["xml"] is None:
+            raise OaiError(
+                ErrorCode.CANNOT_DISSEMINATE_FORMAT, f"{request.identifier!r} is not available as {request.prefix!r}"
+            )
+        return RecordResult(self._record(row, with_metadata=True))
+
+    def _list_sql(self, query: ListQuery, *, count: bool) -> tuple[str, list[Any]]:
+        """The keyset query of a list request (spec §4.3, §4.5): one index range scan, no OFFSET."""
+        if query.set_spec is None:
+            source, stamp, pk = "sheet s", "s.stamp", "s.pk_id"
+            where, params = [], []
+        else:
+            source = "sheet_set ss JOIN sheet s ON s.pk_id = ss.sheet_pk"
+            stamp, pk = "ss.stamp", "ss.sheet_pk"
+            where, params = ["ss.spec = ?"], [query.set_spec]
+        where.append(f"{stamp} <= ?")
+        params.append(query.until_stamp)
+        if query.from_stamp is not None:
+            where.append(f"{stamp} >= ?")
+            params.append(query.from_stamp)
+        if query.after is not None and not count:
+            where.append(f"({stamp} > ? OR ({stamp} = ? AND {pk} > ?))")
+            params.extend([query.after[0], query.after[0], query.after[1]])
+        # Deleted records have no stored format but are listed for every prefix (deletedRecord persistent).
+        where.append("(s.deleted = ? OR f.sheet_pk IS NOT NULL)")
+        params.append(True)
+        join = " LEFT JOIN sheet_format f ON f.sheet_pk = s.pk_id AND f.prefix = ?"
+        params.insert(0, query.prefix)
+        if count:
+            return f"SELECT COUNT(*) AS n FROM {source}{join} WHERE {' AND '.join(where)}", params
+        xml = "NULL AS xml" if query.headers_only else "f.xml"
+        sql = f"SELECT {_COLUMNS}, {xml} FROM {source}{join} WHERE {' AND '.join(where)} ORDER BY {stamp}, {pk} LIMIT ?"
+        return sql, [*params, self.config.page_size + 1]
+
+    async def list_records(self, query: ListQuery, now: int) -> OaiResult:
+        complete = query.complete_size
+        if complete is None:
+            # Counted once, at the first page, then carried in the token (spec §3.5: may be an estimate).
+            sql, params = self._list_sql(query, count=True)
+            row = await self.db.fetchone(sql, params)
+            complete = int(row["n"]) if row else 0
+        sql, params = self._list_sql(query, count=False)
+        rows = await self.db.fetch(sql, params)
+        if not rows:
+            # Also when the rest of a list moved past the frozen 'until' during the harvest: the
+            # schema forbids an empty list element, and noRecordsMatch ends a harvest cleanly.
+            raise OaiError(ErrorCode.NO_RECORDS_MATCH, "no record matches the request")
+        records = [self._record(r, with_metadata=not query.headers_only) for r in rows]
+        return make_page(query, records, complete, self.config, now)
+
+
+async def respond(executor: OaiExecutor, arguments: Mapping[str, Sequence[str]], now: int) -> bytes:
+    """The body of the answer to one OAI-PMH request (always HTTP 200, errors included)."""
+    config = executor.config
+    echo = echo_arguments(arguments)
+    try:
+        request = parse_request(arguments, config, now)
+        result = await executor.run(request, now)
+    except OaiError as error:
+        return render_error(error, config, now, echo)
+    return render_result(result, config, now, echo)
+
+
+def _multi(items: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in items.items():
+        out.setdefault(key, []).append(str(value))  # a urlencoded form only holds text
+    return out
+
+
+def make_oai_handler(
+    db: Database, config: OaiConfig, clock: Clock | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """aiohttp handler for GET and form-encoded POST (spec §3.1.1), gzip/deflate on request."""
+    executor = OaiExecutor(db, config)
+    now_of = clock or time.time
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            if request.content_type != "application/x-www-form-urlencoded":
+                raise web.HTTPUnsupportedMediaType(text="OAI-PMH POST requests are application/x-www-form-urlencoded")
+            arguments = _multi(await request.post())
+        elif request.method in ("GET", "HEAD"):
+            arguments = _multi(request.query)
+        else:
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "POST"])
+        body = await respond(executor, arguments, int(now_of()))
+        response = web.Response(body=body, content_type=XML_CONTENT_TYPE, charset="utf-8")
+        response.enable_compression()  # honours Accept-Encoding; Identify announces gzip and deflate
+        return response
+
+    return handler
+
+
+def make_schema_handler() -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Serves ``/schemas/essaim-sheet-1.0.xsd`` (and the browser stylesheet) from package data."""
+    files = {ESSAIM_SCHEMA_FILE: (schema_bytes, "application/xml"), STYLESHEET_FILE: (stylesheet_bytes, "text/xsl")}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        entry = files.get(request.match_info.get("name", ""))
+        if entry is None:
+            raise web.HTTPNotFound()
+        loader, content_type = entry
+        response = web.Response(body=loader(), content_type=content_type, charset="utf-8")
+        response.headers["Cache-Control"] = "public, max-age=86400"
+        response.enable_compression()
+        return response
+
+    return handler

@@ -1,0 +1,144 @@
+"""Metadata formats a node disseminates (spec §3.4) and their rendering, done once per change.
+
+Storage calls :func:`render_formats` on every effective change and keeps the XML
+of each format's ``<metadata>`` child, so an OAI-PMH page is a join of stored
+fragments. ``oai_dc`` is the mandatory Dublin Core format (spec §3.4, must be
+valid against oai_dc.xsd: text only, no markup); ``essaim`` is the native format
+carrying the whole sheet (:mod:`protocol.oai.native`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from urllib.parse import urljoin
+
+from lxml import etree
+
+from protocol.oai.namespaces import DC, ESSAIM, ESSAIM_SCHEMA_FILE, OAI_DC, OAI_DC_SCHEMA, XSI, qn
+from protocol.oai.native import native_element, xml_text
+from protocol.oai.sets import departement_of, departements, region_of
+from protocol.sheet import Place, Sheet
+from protocol.taxonomy import Taxonomy, default_taxonomy
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataFormat:
+    """One format of ListMetadataFormats; ``schema`` is absolute, or relative to the node's site URL."""
+
+    prefix: str
+    schema: str
+    namespace: str
+
+    def schema_url(self, site_url: str) -> str:
+        return urljoin(site_url.rstrip("/") + "/", self.schema)
+
+
+METADATA_FORMATS: tuple[MetadataFormat, ...] = (
+    MetadataFormat("oai_dc", OAI_DC_SCHEMA, OAI_DC),
+    MetadataFormat("essaim", f"schemas/{ESSAIM_SCHEMA_FILE}", ESSAIM),
+)
+PREFIXES = frozenset(f.prefix for f in METADATA_FORMATS)
+
+# Block-level tags: their boundaries separate words once the markup is stripped.
+_BLOCKS = frozenset(
+    "p div br li ul ol h1 h2 h3 h4 h5 h6 blockquote pre table tr td th section article header footer".split()
+)
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """Plain text of a sanitised HTML fragment: paragraphs on their own lines, spaces collapsed."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def dublin_core(sheet: Sheet, taxonomy: Taxonomy | None = None) -> etree._Element:
+    """``<oai_dc:dc>`` for a sheet: a lossy but widely understood view (BASE, ISIDORE...)."""
+    tax = taxonomy or default_taxonomy()
+    root = etree.Element(qn(OAI_DC, "dc"), nsmap={"oai_dc": OAI_DC, "dc": DC, "xsi": XSI})
+    root.set(qn(XSI, "schemaLocation"), f"{OAI_DC} {OAI_DC_SCHEMA}")
+
+    def dc(name: str, value: str | None, lang: str | None = None) -> None:
+        text = xml_text(value or "").strip()
+        if text:
+            el = etree.SubElement(root, qn(DC, name))
+            el.text = text
+            if lang:
+                el.set("{http://www.w3.org/XML/1998/namespace}lang", lang)
+
+    dc("title", sheet.title, sheet.language)
+    if sheet.holder is not None:
+        dc("creator", sheet.holder.name)
+    for theme in sheet.themes:
+        dc("subject", tax.themes[theme].fr if theme in tax.themes else theme, "fr")
+    for sub in sheet.subthemes:
+        dc("subject", tax.subthemes[sub].fr if sub in tax.subthemes else sub, "fr")
+    for mapping in sheet.tags:
+        dc("subject", mapping.tag)
+    dc("description", sheet.summary, sheet.language)
+    if sheet.description:
+        dc("description", html_to_text(sheet.description), sheet.language)
+    dc("publisher", sheet.partner.name)
+    if sheet.start_date is not None:
+        dc("date", sheet.start_date.isoformat())
+    elif sheet.created is not None:
+        dc("date", sheet.created.date().isoformat())
+    dc("type", "Projet d'innovation sociale", "fr")
+    dc("identifier", sheet.id)
+    if sheet.url and sheet.url != sheet.id:
+        dc("identifier", sheet.url)
+    dc("language", sheet.language)
+    for link in sheet.links:
+        dc("relation", link.url)
+    for place in sheet.places:
+        dc("coverage", _place_label(place, tax))
+    dc("rights", sheet.licence)
+    return root
+
+
+def _place_label(place: Place, tax: Taxonomy) -> str:
+    parts: list[str] = []
+    if place.commune:
+        parts.append(place.commune)
+    code = departement_of(place)
+    if code:
+        parts.append(f"{departements()[code][0]} ({code})")
+    region = region_of(place)
+    if region and region in tax.regions:
+        parts.append(tax.regions[region].fr)
+    if place.country and place.country.upper() != "FR":
+        parts.append(place.country)
+    return ", ".join(parts)
+
+
+def to_xml(element: etree._Element) -> str:
+    text: str = etree.tostring(element, encoding="unicode")
+    return text
+
+
+def render_formats(sheet: Sheet, *, taxonomy: Taxonomy | None = None) -> dict[str, str]:
+    """metadataPrefix -> XML of the ``<metadata>`` child, for every format in :data:`METADATA_FORMATS`."""
+    return {
+        "oai_dc": to_xml(dublin_core(sheet, taxonomy)),
+        "essaim": to_xml(native_element(sheet)),
+    }

@@ -1,0 +1,115 @@
+"""The native ``essaim`` metadata format: the whole sheet as XML, and back.
+
+Element names are the keys of :func:`protocol.sheet.sheet_to_dict`, lists become
+repeated elements named after one item (``LIST_ITEMS``), so the mapping is
+mechanical, complete by construction, and documented in one place: the XML
+Schema ``schemas/essaim-sheet-1.0.xsd`` shipped next to this module. A hub
+harvesting another node decodes records with :func:`parse_native`, which goes
+through :func:`protocol.sheet.sheet_from_dict` so every field is validated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from lxml import etree
+
+from protocol.oai.namespaces import ESSAIM, ESSAIM_SCHEMA_FILE, qn
+from protocol.sheet import Sheet, sheet_from_dict, sheet_to_dict
+
+# JSON list key -> XML element name of one item.
+LIST_ITEMS: Mapping[str, str] = {
+    "themes": "theme",
+    "subthemes": "subtheme",
+    "tags": "tag_mapping",
+    "codes": "code",
+    "audiences": "audience",
+    "engineering": "engineering",
+    "places": "place",
+    "awards": "award",
+    "images": "image",
+    "links": "link",
+    "matches": "match",
+}
+_ITEM_LISTS = {item: key for key, item in LIST_ITEMS.items()}
+# Leaves that are numbers in the canonical JSON (everything else is text).
+_NUMBERS: Mapping[str, type[int] | type[float]] = {"lat": float, "lon": float, "year": int}
+
+# Characters XML 1.0 forbids (§2.2): lxml refuses them, a partner's CSV may contain them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value: object) -> str:
+    """Text safe for an XML 1.0 element (forbidden control characters dropped)."""
+    return _NOT_XML.sub("", str(value))
+
+
+def _fill(parent: etree._Element, data: Mapping[str, Any]) -> None:
+    for key, value in data.items():
+        if isinstance(value, Mapping) and not value:
+            continue  # an object whose fields are all absent says nothing
+        if isinstance(value, list):
+            for item in value:
+                _append(parent, LIST_ITEMS.get(key, key), item)
+        else:
+            _append(parent, key, value)
+
+
+def _append(parent: etree._Element, name: str, value: Any) -> None:
+    child = etree.SubElement(parent, qn(ESSAIM, name))
+    if isinstance(value, Mapping):
+        _fill(child, value)
+    else:
+        child.text = xml_text(value)
+
+
+def native_element(sheet: Sheet) -> etree._Element:
+    """``<sheet xmlns="https://essaim.org/ns/sheet/1.0">`` carrying every field of the sheet."""
+    root = etree.Element(qn(ESSAIM, "sheet"), nsmap={None: ESSAIM})
+    _fill(root, sheet_to_dict(sheet))
+    return root
+
+
+def _read(element: etree._Element) -> Any:
+    children = [c for c in element if isinstance(c.tag, str)]
+    if not children:
+        text = element.text or ""
+        number = _NUMBERS.get(etree.QName(element).localname)
+        if number is not None:
+            try:
+                return number(text)
+            except ValueError:
+                return text  # left for sheet_from_dict to report with the field's path
+        return text
+    out: dict[str, Any] = {}
+    for child in children:
+        name = etree.QName(child).localname
+        value = _read(child)
+        if name in _ITEM_LISTS:
+            out.setdefault(_ITEM_LISTS[name], []).append(value)
+        else:
+            out[name] = value
+    return out
+
+
+def native_to_dict(element: etree._Element) -> dict[str, Any]:
+    """Inverse of :func:`native_element`, as a dict for :func:`sheet_from_dict`."""
+    if element.tag != qn(ESSAIM, "sheet"):
+        raise ValueError(f"expected an essaim sheet element, got {element.tag!r}")
+    data = _read(element)
+    if not isinstance(data, dict):
+        raise ValueError("empty essaim sheet element")
+    return data
+
+
+def parse_native(element: etree._Element) -> Sheet:
+    """Decode and validate a native record (raises ``SheetValidationError``)."""
+    return sheet_from_dict(native_to_dict(element))
+
+
+def schema_bytes() -> bytes:
+    """The XML Schema of the native format, as served at ``/schemas/essaim-sheet-1.0.xsd``."""
+    return resources.files("protocol.oai").joinpath("schemas", ESSAIM_SCHEMA_FILE).read_bytes()

@@ -1,0 +1,198 @@
+"""OAI-PMH response envelopes built with lxml elements (spec §3.2, §4).
+
+Metadata fragments come pre-rendered from storage (one per format and sheet,
+see :func:`protocol.oai.metadata.render_formats`); a page parses and appends
+them instead of rendering every sheet again. They were produced by our own
+serialiser, and are still parsed without entity expansion or network access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from lxml import etree
+
+from protocol.oai.config import OaiConfig
+from protocol.oai.errors import BARE_REQUEST_CODES, OaiError
+from protocol.oai.namespaces import (
+    FRIENDS,
+    FRIENDS_SCHEMA,
+    OAI,
+    OAI_IDENTIFIER,
+    OAI_IDENTIFIER_SCHEMA,
+    OAI_SCHEMA,
+    PROVENANCE,
+    PROVENANCE_SCHEMA,
+    XSI,
+    qn,
+)
+from protocol.oai.results import (
+    FormatsResult,
+    IdentifyResult,
+    OaiResult,
+    PageResult,
+    Record,
+    RecordResult,
+    SetsResult,
+)
+
+GRANULARITY = "YYYY-MM-DDThh:mm:ssZ"
+COMPRESSIONS = ("gzip", "deflate")
+
+_FRAGMENT_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=False, huge_tree=False)
+
+
+def datestamp(stamp: int) -> str:
+    return datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sub(parent: etree._Element, name: str, text: str | None = None, ns: str = OAI) -> etree._Element:
+    el = etree.SubElement(parent, qn(ns, name))
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _envelope(config: OaiConfig, now: int, request_args: Mapping[str, str] | None) -> etree._Element:
+    root = etree.Element(qn(OAI, "OAI-PMH"), nsmap={None: OAI, "xsi": XSI})
+    root.set(qn(XSI, "schemaLocation"), f"{OAI} {OAI_SCHEMA}")
+    _sub(root, "responseDate", datestamp(now))
+    request = _sub(root, "request", config.base_url)
+    for name, value in (request_args or {}).items():
+        request.set(name, value)
+    return root
+
+
+def _serialise(root: etree._Element, config: OaiConfig) -> bytes:
+    tree = etree.ElementTree(root)
+    if config.stylesheet:
+        pi = etree.ProcessingInstruction("xml-stylesheet", f'type="text/xsl" href="{config.stylesheet}"')
+        root.addprevious(pi)
+    body: bytes = etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
+    return body
+
+
+def render_error(error: OaiError, config: OaiConfig, now: int, request_args: Mapping[str, str]) -> bytes:
+    """``<error code=…>`` in a 200 body; badVerb / badArgument echo no arguments (spec §3.2)."""
+    echoed = None if error.code in BARE_REQUEST_CODES else request_args
+    root = _envelope(config, now, echoed)
+    _sub(root, "error", error.message).set("code", error.code.value)
+    return _serialise(root, config)
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+def _identify(parent: etree._Element, result: IdentifyResult, config: OaiConfig) -> None:
+    body = _sub(parent, "Identify")
+    _sub(body, "repositoryName", config.repository_name)
+    _sub(body, "baseURL", config.base_url)
+    _sub(body, "protocolVersion", "2.0")
+    for email in config.admin_emails:
+        _sub(body, "adminEmail", email)
+    _sub(body, "earliestDatestamp", datestamp(result.earliest_stamp))
+    _sub(body, "deletedRecord", config.deleted_record)
+    _sub(body, "granularity", GRANULARITY)
+    for compression in COMPRESSIONS:
+        _sub(body, "compression", compression)
+    ident = etree.SubElement(
+        _sub(body, "description"), qn(OAI_IDENTIFIER, "oai-identifier"), nsmap={None: OAI_IDENTIFIER, "xsi": XSI}
+    )
+    ident.set(qn(XSI, "schemaLocation"), f"{OAI_IDENTIFIER} {OAI_IDENTIFIER_SCHEMA}")
+    _sub(ident, "scheme", "oai", OAI_IDENTIFIER)
+    _sub(ident, "repositoryIdentifier", config.repo_id, OAI_IDENTIFIER)
+    _sub(ident, "delimiter", ":", OAI_IDENTIFIER)
+    _sub(ident, "sampleIdentifier", f"oai:{config.repo_id}:projet-42", OAI_IDENTIFIER)
+    if config.hub:
+        # Friends guidelines: a hub points harvesters at the nodes it aggregates.
+        friends = etree.SubElement(_sub(body, "description"), qn(FRIENDS, "friends"), nsmap={None: FRIENDS, "xsi": XSI})
+        friends.set(qn(XSI, "schemaLocation"), f"{FRIENDS} {FRIENDS_SCHEMA}")
+        for url in config.friends:
+            _sub(friends, "baseURL", url, FRIENDS)
+
+
+def _formats(parent: etree._Element, result: FormatsResult, config: OaiConfig) -> None:
+    body = _sub(parent, "ListMetadataFormats")
+    for fmt in result.formats:
+        el = _sub(body, "metadataFormat")
+        _sub(el, "metadataPrefix", fmt.prefix)
+        _sub(el, "schema", fmt.schema_url(config.site))
+        _sub(el, "metadataNamespace", fmt.namespace)
+
+
+def _sets(parent: etree._Element, result: SetsResult, config: OaiConfig) -> None:
+    body = _sub(parent, "ListSets")
+    for spec, name in result.sets:
+        el = _sub(body, "set")
+        _sub(el, "setSpec", spec)
+        _sub(el, "setName", name)
+
+
+def _header(parent: etree._Element, record: Record) -> None:
+    header = _sub(parent, "header")
+    if record.header.deleted:
+        header.set("status", "deleted")
+    _sub(header, "identifier", record.header.identifier)
+    _sub(header, "datestamp", datestamp(record.header.stamp))
+    for spec in record.header.sets:
+        _sub(header, "setSpec", spec)
+
+
+def _provenance(parent: etree._Element, data: Mapping[str, Any]) -> None:
+    """Provenance guidelines: where a re-exposed record was harvested from."""
+    about = _sub(parent, "about")
+    prov = etree.SubElement(about, qn(PROVENANCE, "provenance"), nsmap={None: PROVENANCE, "xsi": XSI})
+    prov.set(qn(XSI, "schemaLocation"), f"{PROVENANCE} {PROVENANCE_SCHEMA}")
+    origin = _sub(prov, "originDescription", ns=PROVENANCE)
+    origin.set("harvestDate", str(data["harvestDate"]))
+    origin.set("altered", "true" if data.get("altered") else "false")
+    for key in ("baseURL", "identifier", "datestamp", "metadataNamespace"):
+        _sub(origin, key, str(data[key]), PROVENANCE)
+
+
+def _record(parent: etree._Element, record: Record) -> None:
+    el = _sub(parent, "record")
+    _header(el, record)
+    if record.header.deleted or record.metadata is None:
+        return  # spec §2.5.1: a deleted record has a header and no metadata
+    _sub(el, "metadata").append(etree.fromstring(record.metadata, _FRAGMENT_PARSER))
+    if record.provenance:
+        _provenance(el, record.provenance)
+
+
+def _get_record(parent: etree._Element, result: RecordResult, config: OaiConfig) -> None:
+    _record(_sub(parent, "GetRecord"), result.record)
+
+
+def _page(parent: etree._Element, result: PageResult, config: OaiConfig) -> None:
+    body = _sub(parent, result.query.verb)
+    for record in result.records:
+        if result.query.headers_only:
+            _header(body, record)
+        else:
+            _record(body, record)
+    info = result.resumption
+    if info is not None:
+        token = _sub(body, "resumptionToken", info.token or None)
+        token.set("completeListSize", str(info.complete_size))
+        token.set("cursor", str(info.cursor))
+        if info.token and info.expires is not None:
+            token.set("expirationDate", datestamp(info.expires))
+
+
+Renderer = Callable[[etree._Element, Any, OaiConfig], None]
+RENDERERS: Mapping[type, Renderer] = {
+    IdentifyResult: _identify,
+    FormatsResult: _formats,
+    SetsResult: _sets,
+    RecordResult: _get_record,
+    PageResult: _page,
+}
+
+
+def render_result(result: OaiResult, config: OaiConfig, now: int, request_args: Mapping[str, str]) -> bytes:
+    root = _envelope(config, now, request_args)
+    RENDERERS[type(result)](root, result, config)
+    return _serialise(root, config)
