@@ -1,0 +1,140 @@
+"""Text analysis done by us because Typesense 0.24.1 cannot: apostrophe folding,
+HTML to plain text, and the Snowball French stems of the ``stemmed`` shadow field.
+
+The same analyser runs on documents and on queries (and on synonym files), so a
+stem produced at index time is always the stem the query asks for.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from html.parser import HTMLParser
+
+import snowballstemmer
+
+# Typesense 0.24.1 refuses the typographic apostrophe as a token separator, so every
+# apostrophe-like character is folded to the ASCII one before indexing and querying.
+_APOSTROPHES = str.maketrans(
+    {
+        "’": "'",
+        "‘": "'",
+        "ʼ": "'",
+        "´": "'",
+        "`": "'",
+        "＇": "'",
+        # the private-use highlight markers of search.query may not occur in text
+        "\ue000": None,
+        "\ue001": None,
+    }
+)
+
+# Words are runs of letters and digits; everything else (apostrophes, hyphens,
+# punctuation) separates them, matching the collection's token separators.
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+# French elided articles and pronouns ("l'école", "qu'il"): dropped from the
+# stemmed field, as Lucene's ElisionFilter does, so "l'école" and "école" agree.
+_ELISIONS = frozenset({"l", "d", "j", "m", "n", "s", "t", "c", "qu", "jusqu", "lorsqu", "puisqu", "quoiqu"})
+
+_BLOCK_TAGS = frozenset(
+    {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "td", "th", "blockquote", "pre"}
+)
+
+MAX_TEXT_CHARS = 20_000  # longer descriptions add index size, not recall
+
+
+def fold_apostrophes(text: str) -> str:
+    return text.translate(_APOSTROPHES)
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str | None) -> str:
+    """Plain text of a sanitised HTML fragment, whitespace collapsed, apostrophes folded."""
+    if not html:
+        return ""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    return clean_text("".join(parser.parts))[:MAX_TEXT_CHARS]
+
+
+def clean_text(text: str | None) -> str:
+    if not text:
+        return ""
+    return " ".join(fold_apostrophes(text).split())
+
+
+_local = threading.local()
+
+
+def _stemmer() -> snowballstemmer.stemmer:
+    # Snowball stemmer objects keep state between calls: one per thread.
+    st = getattr(_local, "stemmer", None)
+    if st is None:
+        st = _local.stemmer = snowballstemmer.stemmer("french")
+    return st
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words of ``text``, elisions removed."""
+    return [w for w in _WORD.findall(fold_apostrophes(text).lower()) if w not in _ELISIONS]
+
+
+def stem_words(tokens: list[str]) -> list[str]:
+    return list(_stemmer().stemWords(tokens))
+
+
+def stem_text(text: str) -> str:
+    """The stemmed analysis of ``text``: space-separated Snowball French stems."""
+    return " ".join(stem_words(words(text)))
+
+
+def stem_query(q: str) -> str:
+    """Stem a user query, keeping Typesense's query syntax that still makes sense.
+
+    A quoted phrase stays a phrase of stems and a leading ``-`` still excludes; other
+    characters can carry no syntax in Typesense 0.24 and are dropped with the separators.
+    """
+    q = fold_apostrophes(q).strip()
+    if q in ("", "*"):
+        return "*"
+    out: list[str] = []
+    for i, chunk in enumerate(q.split('"')):
+        if i % 2 == 1:  # inside a quoted phrase
+            phrase = stem_text(chunk)
+            if phrase:
+                out.append(f'"{phrase}"')
+            continue
+        for raw in chunk.split():
+            negative = raw.startswith("-") and len(raw) > 1
+            stems = stem_words(words(raw))
+            if not stems:
+                continue
+            if negative:
+                out.extend(f"-{s}" for s in stems)
+            else:
+                out.extend(stems)
+    return " ".join(out) if out else "*"
