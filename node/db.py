@@ -1,0 +1,163 @@
+"""Database access: one object per process, passed down explicitly.
+
+SQLite is the embedded default (WAL, ``synchronous=FULL`` for durability);
+PostgreSQL is chosen by URL. Schema creation and upgrades go through Tortoise's
+migrations (``node/migrations``), run by ``essaim db upgrade`` (and by
+``essaim node init``). Hot paths write SQL with ``?`` placeholders; :meth:`Database.q`
+rewrites them to ``$n`` for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+SQLITE_PRAGMAS = {"journal_mode": "WAL", "synchronous": "FULL", "foreign_keys": "ON", "busy_timeout": "10000"}
+APP_LABEL = "node"
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened, or its schema is not the one this version expects."""
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``sqlite:relative/path``, ``sqlite:///abs``, ``postgres://`` and ``postgresql://``."""
+    if url.startswith("postgresql://"):
+        url = "postgres://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:") and not url.startswith("sqlite://"):
+        url = "sqlite://" + url[len("sqlite:") :]
+    if url.startswith("sqlite://") and url != "sqlite://:memory:":
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        for key, value in SQLITE_PRAGMAS.items():
+            query.setdefault(key, value)
+        path = url[len("sqlite://") :].split("?", 1)[0]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        url = "sqlite://" + path + "?" + urlencode(query)
+    return url
+
+
+def tortoise_config(url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": normalise_url(url)},
+        "apps": {
+            APP_LABEL: {
+                "models": ["node.models"],
+                "migrations": "node.migrations",
+                "default_connection": "default",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+_QMARK = re.compile(r"\?")
+
+
+class Database:
+    """The process's database: dialect, connection, small SQL helpers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.dialect = "postgres" if self.url.startswith("postgres") else "sqlite"
+        self._conn: BaseDBAsyncClient | None = None
+
+    @property
+    def conn(self) -> BaseDBAsyncClient:
+        if self._conn is None:
+            raise DatabaseError("database is not open")
+        return self._conn
+
+    async def open(self) -> Database:
+        try:
+            await Tortoise.init(config=tortoise_config(self.url))
+            self._conn = connections.get("default")
+            await self._conn.execute_query("SELECT 1")
+        except Exception as exc:  # connection refused, bad path, unknown database...
+            raise DatabaseError(f"cannot open database {self.safe_url()}: {exc}") from exc
+        return self
+
+    async def close(self) -> None:
+        await Tortoise.close_connections()
+        self._conn = None
+
+    def safe_url(self) -> str:
+        """The URL without its password, for logs and ``essaim doctor``."""
+        parts = urlsplit(self.url)
+        if parts.password:
+            netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+            return urlunsplit(parts._replace(netloc=netloc))
+        return self.url
+
+    # ------------------------------------------------------------------ SQL helpers
+
+    def q(self, sql: str) -> str:
+        """Rewrite ``?`` placeholders for the dialect (``$1, $2`` on PostgreSQL)."""
+        if self.dialect != "postgres":
+            return sql
+        counter = iter(range(1, 10_000))
+        return _QMARK.sub(lambda _m: f"${next(counter)}", sql)
+
+    async def fetch(
+        self, sql: str, params: Sequence[Any] = (), conn: BaseDBAsyncClient | None = None
+    ) -> list[dict[str, Any]]:
+        return await (conn or self.conn).execute_query_dict(self.q(sql), list(params))
+
+    async def fetchone(
+        self, sql: str, params: Sequence[Any] = (), conn: BaseDBAsyncClient | None = None
+    ) -> dict[str, Any] | None:
+        rows = await self.fetch(sql, params, conn)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, params: Sequence[Any] = (), conn: BaseDBAsyncClient | None = None) -> int:
+        count, _ = await (conn or self.conn).execute_query(self.q(sql), list(params))
+        return count
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]], conn: BaseDBAsyncClient | None = None) -> None:
+        if rows:
+            await (conn or self.conn).execute_many(self.q(sql), [list(r) for r in rows])
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[BaseDBAsyncClient]:
+        async with in_transaction("default") as tx:
+            yield tx
+
+    # ------------------------------------------------------------------ schema
+
+    async def upgrade(self) -> list[str]:
+        """Apply pending migrations; returns the names applied."""
+        from tortoise.migrations.api.migrate import migrate
+
+        applied: list[str] = []
+
+        def progress(event: str, app: str, name: str) -> None:
+            if event.endswith("done") or event == "apply_success" or "success" in event:
+                applied.append(f"{app}.{name}")
+
+        await migrate(config=tortoise_config(self.url), progress=progress)
+        self._conn = connections.get("default")
+        return applied
+
+    async def pragmas(self) -> dict[str, Any]:
+        """Effective storage settings, for ``essaim doctor`` and the tests."""
+        if self.dialect == "sqlite":
+            out: dict[str, Any] = {}
+            for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout"):
+                row = await self.fetchone(f"PRAGMA {name}")
+                out[name] = next(iter(row.values())) if row else None
+            return out
+        row = await self.fetchone("SHOW server_version")
+        sync = await self.fetchone("SHOW synchronous_commit")
+        return {
+            "server_version": row and row["server_version"],
+            "synchronous_commit": sync and sync["synchronous_commit"],
+        }

@@ -1,0 +1,118 @@
+"""Database tables of a node (and of the hub, which is a node too).
+
+Hot paths (import, OAI-PMH paging) use plain SQL over these tables through the
+same Tortoise connection; the models define the schema, its migrations and the
+admin's CRUD. Time is stored as integer UTC epoch seconds (``stamp``): second
+precision is what OAI-PMH needs, integers index and compare fastest on both
+SQLite and PostgreSQL, and nobody has to think about time zones in SQL.
+"""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.indexes import Index
+from tortoise.models import Model
+
+
+class SheetRow(Model):
+    """One sheet, or its tombstone when ``deleted``."""
+
+    pk_id = fields.BigIntField(primary_key=True)
+    uri = fields.CharField(max_length=512, unique=True)
+    # '' for the node's own sheets; the hub stores the harvested source's key here.
+    source = fields.CharField(max_length=128, default="")
+    local_id = fields.CharField(max_length=255)
+    stamp = fields.BigIntField()  # UTC epoch seconds of the last effective change
+    deleted = fields.BooleanField(default=False)
+    content_hash = fields.CharField(max_length=64, default="")
+    title = fields.TextField(default="")  # denormalised for the admin list and search-as-you-type
+    data = fields.TextField(null=True)  # canonical JSON (protocol.sheet.sheet_to_dict); NULL for a tombstone
+    sets = fields.TextField(default="")  # space-separated OAI setSpecs, for headers
+    provenance = fields.TextField(null=True)  # JSON: where a harvested record came from
+
+    class Meta:
+        table = "sheet"
+        unique_together = (("source", "local_id"),)
+        indexes = (Index(fields=("stamp", "pk_id"), name="sheet_stamp_pk"),)
+
+
+class SheetSet(Model):
+    """Set membership with the datestamp copied in, so that selective OAI harvests page by keyset."""
+
+    id = fields.BigIntField(primary_key=True)
+    sheet_pk = fields.BigIntField()
+    spec = fields.CharField(max_length=128)
+    stamp = fields.BigIntField()
+
+    class Meta:
+        table = "sheet_set"
+        unique_together = (("sheet_pk", "spec"),)
+        indexes = (Index(fields=("spec", "stamp", "sheet_pk"), name="sheet_set_keyset"),)
+
+
+class SheetFormat(Model):
+    """A record's metadata rendered once per format when the sheet changes (an OAI page is a join)."""
+
+    id = fields.BigIntField(primary_key=True)
+    sheet_pk = fields.BigIntField()
+    prefix = fields.CharField(max_length=32)
+    xml = fields.TextField()
+
+    class Meta:
+        table = "sheet_format"
+        unique_together = (("sheet_pk", "prefix"),)
+
+
+class ApiToken(Model):
+    """Bearer tokens of the admin API (only a SHA-256 of the secret is kept).
+
+    Table comments must not hold semicolons: Tortoise splits statements on them.
+    """
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=128, unique=True)
+    token_hash = fields.CharField(max_length=64, unique=True)
+    created = fields.BigIntField()
+    last_used = fields.BigIntField(null=True)
+    revoked = fields.BooleanField(default=False)
+
+    class Meta:
+        table = "api_token"
+
+
+class AdminUser(Model):
+    """A person who signs in to the server-rendered admin (password hashed with scrypt)."""
+
+    id = fields.IntField(primary_key=True)
+    email = fields.CharField(max_length=254, unique=True)
+    password_hash = fields.CharField(max_length=255)
+    created = fields.BigIntField()
+
+    class Meta:
+        table = "admin_user"
+
+
+class ImportRun(Model):
+    """The report of one import, kept so the admin can read it later."""
+
+    id = fields.IntField(primary_key=True)
+    started = fields.BigIntField()
+    finished = fields.BigIntField(null=True)
+    filename = fields.CharField(max_length=255)
+    mapping = fields.CharField(max_length=128)
+    dry_run = fields.BooleanField(default=False)
+    ok = fields.BooleanField(default=False)
+    report = fields.TextField()  # JSON
+
+    class Meta:
+        table = "import_run"
+
+
+class Setting(Model):
+    """Runtime options changed from the admin (deploy-time settings live in the settings file)."""
+
+    key = fields.CharField(max_length=128, primary_key=True)
+    value = fields.TextField()
+
+    class Meta:
+        table = "setting"

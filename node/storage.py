@@ -1,0 +1,320 @@
+"""Sheet storage: upserts that only move the datestamp on a real change, tombstones, listing.
+
+Every effective change writes, in the same transaction, the sheet row, its OAI
+set memberships and its pre-rendered OAI metadata (so an OAI page is a join of
+stored fragments), then calls the registered change listeners with the
+transaction, so that outbox activities and search-index jobs are enqueued
+atomically with the change, whatever made it (import, admin, API, harvest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from node.db import Database
+from protocol.oai.metadata import render_formats
+from protocol.oai.sets import set_specs
+from protocol.sheet import Sheet, Tombstone, sheet_from_dict, sheet_to_dict
+
+# How many rows one SQL statement touches; SQLite allows 32766 parameters.
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One effective change, handed to listeners inside the writing transaction."""
+
+    kind: str  # "create" | "update" | "delete"
+    pk: int
+    uri: str
+    local_id: str
+    stamp: int
+    sheet: Sheet | None  # None for a deletion
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    status: str  # "created" | "updated" | "unchanged" | "deleted" | "missing"
+    local_id: str
+    uri: str
+    stamp: int | None = None
+
+
+Listener = Callable[[BaseDBAsyncClient, Sequence[Change]], Awaitable[None]]
+
+
+def _hash(data: dict[str, Any]) -> str:
+    """Hash of what a reader sees: bookkeeping dates are excluded so they never count as a change."""
+    visible = {k: v for k, v in data.items() if k not in ("datestamp", "modified", "created")}
+    blob = json.dumps(visible, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _to_datetime(stamp: int) -> datetime:
+    return datetime.fromtimestamp(stamp, tz=UTC)
+
+
+class SheetStore:
+    """Reads and writes the sheets of one source (``source=""``: the node's own sheets)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        base_url: str,
+        source: str = "",
+        hub: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.base_url = base_url.rstrip("/")
+        self.source = source
+        self.hub = hub
+        self.clock = clock
+        self.listeners: list[Listener] = []
+
+    # ------------------------------------------------------------------ ids
+
+    def make_uri(self, local_id: str) -> str:
+        """Stable https URI of a sheet on this node, derived from the partner's own id."""
+        key = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.base_url}|{self.source}|{local_id}")
+        return f"{self.base_url}/sheets/{key}"
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # ------------------------------------------------------------------ writes
+
+    async def upsert(self, sheet: Sheet) -> WriteResult:
+        async with self.db.transaction() as tx:
+            results = await self.upsert_many([sheet], tx=tx)
+        return results[0]
+
+    async def upsert_many(self, sheets: Sequence[Sheet], *, tx: BaseDBAsyncClient) -> list[WriteResult]:
+        """Write a batch inside the caller's transaction; unchanged sheets keep their datestamp."""
+        results: list[WriteResult] = []
+        for start in range(0, len(sheets), BATCH):
+            results.extend(await self._upsert_batch(sheets[start : start + BATCH], tx))
+        return results
+
+    async def _upsert_batch(self, sheets: Sequence[Sheet], tx: BaseDBAsyncClient) -> list[WriteResult]:
+        stamp = self.now()
+        existing = await self._existing([s.local_id for s in sheets], tx)
+        inserts: list[tuple[Sheet, dict[str, Any], str]] = []
+        updates: list[tuple[int, Sheet, dict[str, Any], str, str]] = []
+        results: list[WriteResult] = []
+        seen: dict[str, Sheet] = {}
+        for sheet in sheets:
+            if sheet.local_id in seen:
+                raise ValueError(f"local id {sheet.local_id!r} appears twice in one write")
+            row = existing.get(sheet.local_id)
+            uri = str(row["uri"]) if row else (sheet.id or self.make_uri(sheet.local_id))
+            sheet = replace(sheet, id=uri)
+            seen[sheet.local_id] = sheet
+            data = sheet_to_dict(sheet)
+            digest = _hash(data)
+            if row is not None and not row["deleted"] and row["content_hash"] == digest:
+                results.append(WriteResult("unchanged", sheet.local_id, row["uri"], int(row["stamp"])))
+                continue
+            created = sheet.created or (self._created_of(row) if row else None) or _to_datetime(stamp)
+            sheet = replace(sheet, created=created, modified=sheet.modified or _to_datetime(stamp))
+            sheet = replace(sheet, datestamp=_to_datetime(stamp))
+            data = sheet_to_dict(sheet)
+            if row is None:
+                inserts.append((sheet, data, digest))
+                results.append(WriteResult("created", sheet.local_id, uri, stamp))
+            else:
+                updates.append((int(row["pk_id"]), sheet, data, digest, str(row["uri"])))
+                results.append(WriteResult("updated", sheet.local_id, str(row["uri"]), stamp))
+        changes: list[Change] = []
+        if inserts:
+            await self.db.executemany(
+                "INSERT INTO sheet (uri, source, local_id, stamp, deleted, content_hash, title, data, sets, provenance)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        s.id,
+                        self.source,
+                        s.local_id,
+                        stamp,
+                        False,
+                        h,
+                        s.title,
+                        json.dumps(d, ensure_ascii=False),
+                        " ".join(set_specs(s, hub=self.hub)),
+                        None,
+                    )
+                    for s, d, h in inserts
+                ],
+                conn=tx,
+            )
+            pks = await self._existing([s.local_id for s, _, _ in inserts], tx)
+            for s, _, _ in inserts:
+                changes.append(Change("create", int(pks[s.local_id]["pk_id"]), s.id, s.local_id, stamp, s))
+        if updates:
+            await self.db.executemany(
+                "UPDATE sheet SET stamp = ?, deleted = ?, content_hash = ?, title = ?, data = ?, sets = ?"
+                " WHERE pk_id = ?",
+                [
+                    (
+                        stamp,
+                        False,
+                        h,
+                        s.title,
+                        json.dumps(d, ensure_ascii=False),
+                        " ".join(set_specs(s, hub=self.hub)),
+                        pk,
+                    )
+                    for pk, s, d, h, _ in updates
+                ],
+                conn=tx,
+            )
+            for pk, s, _, _, uri in updates:
+                changes.append(Change("update", pk, uri, s.local_id, stamp, s))
+        if changes:
+            await self._write_derived(changes, tx)
+            for listener in self.listeners:
+                await listener(tx, changes)
+        return results
+
+    async def delete(self, local_id: str) -> WriteResult:
+        async with self.db.transaction() as tx:
+            return (await self.delete_many([local_id], tx=tx))[0]
+
+    async def delete_many(self, local_ids: Sequence[str], *, tx: BaseDBAsyncClient) -> list[WriteResult]:
+        """Turn sheets into tombstones (id + datestamp stay, so OAI-PMH and ActivityPub can announce it)."""
+        stamp = self.now()
+        existing = await self._existing(local_ids, tx)
+        results: list[WriteResult] = []
+        changes: list[Change] = []
+        for local_id in local_ids:
+            row = existing.get(local_id)
+            if row is None or row["deleted"]:
+                results.append(WriteResult("missing", local_id, row["uri"] if row else ""))
+                continue
+            pk = int(row["pk_id"])
+            changes.append(Change("delete", pk, str(row["uri"]), local_id, stamp, None))
+            results.append(WriteResult("deleted", local_id, str(row["uri"]), stamp))
+        if changes:
+            await self.db.executemany(
+                "UPDATE sheet SET stamp = ?, deleted = ?, content_hash = '', data = NULL WHERE pk_id = ?",
+                [(stamp, True, c.pk) for c in changes],
+                conn=tx,
+            )
+            await self.db.executemany(
+                "UPDATE sheet_set SET stamp = ? WHERE sheet_pk = ?", [(stamp, c.pk) for c in changes], conn=tx
+            )
+            await self.db.executemany(
+                "DELETE FROM sheet_format WHERE sheet_pk = ?", [(c.pk,) for c in changes], conn=tx
+            )
+            for listener in self.listeners:
+                await listener(tx, changes)
+        return results
+
+    async def _write_derived(self, changes: Sequence[Change], tx: BaseDBAsyncClient) -> None:
+        """Set memberships and pre-rendered OAI metadata of changed sheets."""
+        pks = [(c.pk,) for c in changes]
+        await self.db.executemany("DELETE FROM sheet_set WHERE sheet_pk = ?", pks, conn=tx)
+        await self.db.executemany("DELETE FROM sheet_format WHERE sheet_pk = ?", pks, conn=tx)
+        set_rows: list[tuple[int, str, int]] = []
+        format_rows: list[tuple[int, str, str]] = []
+        for c in changes:
+            assert c.sheet is not None
+            set_rows.extend((c.pk, spec, c.stamp) for spec in set_specs(c.sheet, hub=self.hub))
+            format_rows.extend((c.pk, prefix, xml) for prefix, xml in render_formats(c.sheet).items())
+        await self.db.executemany("INSERT INTO sheet_set (sheet_pk, spec, stamp) VALUES (?, ?, ?)", set_rows, conn=tx)
+        await self.db.executemany(
+            "INSERT INTO sheet_format (sheet_pk, prefix, xml) VALUES (?, ?, ?)", format_rows, conn=tx
+        )
+
+    async def _existing(self, local_ids: Sequence[str], conn: BaseDBAsyncClient) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        ids = list(dict.fromkeys(local_ids))
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self.db.fetch(
+                f"SELECT pk_id, uri, local_id, stamp, deleted, content_hash, data FROM sheet"
+                f" WHERE source = ? AND local_id IN ({marks})",
+                [self.source, *chunk],
+                conn=conn,
+            )
+            for row in rows:
+                found[str(row["local_id"])] = row
+        return found
+
+    @staticmethod
+    def _created_of(row: dict[str, Any]) -> datetime | None:
+        if not row.get("data"):
+            return None
+        created = json.loads(row["data"]).get("created")
+        return datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, local_id: str) -> Sheet | Tombstone | None:
+        row = await self.db.fetchone(
+            "SELECT uri, local_id, stamp, deleted, data FROM sheet WHERE source = ? AND local_id = ?",
+            [self.source, local_id],
+        )
+        return self._decode(row) if row else None
+
+    async def get_by_uri(self, uri: str) -> Sheet | Tombstone | None:
+        row = await self.db.fetchone("SELECT uri, local_id, stamp, deleted, data FROM sheet WHERE uri = ?", [uri])
+        return self._decode(row) if row else None
+
+    @staticmethod
+    def _decode(row: dict[str, Any]) -> Sheet | Tombstone:
+        if row["deleted"] or not row["data"]:
+            return Tombstone(
+                id=str(row["uri"]), local_id=str(row["local_id"]), datestamp=_to_datetime(int(row["stamp"]))
+            )
+        return sheet_from_dict(json.loads(row["data"]))
+
+    async def count(self, *, include_deleted: bool = False) -> int:
+        sql = "SELECT COUNT(*) AS n FROM sheet WHERE source = ?"
+        if not include_deleted:
+            sql += " AND deleted = ?"
+        row = await self.db.fetchone(sql, [self.source] if include_deleted else [self.source, False])
+        return int(row["n"]) if row else 0
+
+    async def search_titles(self, text: str, *, limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        """The admin's list: live sheets whose title or partner id contains ``text``, newest first."""
+        like = f"%{text.lower()}%"
+        where = "source = ? AND deleted = ? AND (LOWER(title) LIKE ? OR LOWER(local_id) LIKE ?)"
+        params: list[Any] = [self.source, False, like, like]
+        total = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM sheet WHERE {where}", params)
+        rows = await self.db.fetch(
+            f"SELECT uri, local_id, title, stamp FROM sheet WHERE {where} ORDER BY stamp DESC, pk_id DESC"
+            " LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return (int(total["n"]) if total else 0), rows
+
+    async def iter_sheets(self, *, batch: int = 1000) -> AsyncIterator[Sheet]:
+        """Every live sheet in (stamp, pk) order, streamed by keyset so memory stays flat."""
+        last_stamp, last_pk = -1, -1
+        while True:
+            rows = await self.db.fetch(
+                "SELECT pk_id, stamp, data FROM sheet WHERE source = ? AND deleted = ?"
+                " AND (stamp > ? OR (stamp = ? AND pk_id > ?)) ORDER BY stamp, pk_id LIMIT ?",
+                [self.source, False, last_stamp, last_stamp, last_pk, batch],
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield sheet_from_dict(json.loads(row["data"]))
+            last_stamp, last_pk = int(rows[-1]["stamp"]), int(rows[-1]["pk_id"])
+
+    async def local_ids(self) -> set[str]:
+        rows = await self.db.fetch("SELECT local_id FROM sheet WHERE source = ? AND deleted = ?", [self.source, False])
+        return {str(r["local_id"]) for r in rows}
