@@ -229,22 +229,35 @@ def format_datestamp(value: datetime) -> str:
 # ------------------------------------------------------------------ serialisation
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _encode(value: Any) -> Any:
+    # Hot path of every write (hashing, storage, rendering): most frequent types first.
+    if value is None or isinstance(value, str | int | float):
+        return value.value if isinstance(value, enum.Enum) else value
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):
         return format_datestamp(value)
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, tuple):
-        return [_encode(v) for v in value]
     if hasattr(value, "__dataclass_fields__"):
         out: dict[str, Any] = {}
-        for f in fields(value):
-            v = getattr(value, f.name)
+        for name in _field_names(type(value)):
+            v = getattr(value, name)
             if v is None or v == ():
                 continue
-            out[f.name] = _encode(v)
+            out[name] = _encode(v)
         return out
     return value
 

@@ -78,9 +78,15 @@ def to_html(text: str, fmt: str = "html") -> str:
     raise ValueError(f"unknown text format {fmt!r} (html, markdown or text)")
 
 
+_blocks = re.compile(
+    r"(?i)<br\s*/?>|</?(?:p|div|li|ul|ol|h[1-6]|blockquote|pre|table|tr|td|th|section|article)\b[^>]*>"
+)
+
+
 def html_to_text(text: str) -> str:
     """Plain text of sanitised HTML (for oai_dc, search and summaries)."""
-    stripped = nh3.clean(re.sub(r"(?i)<br\s*/?>|</p>|</li>|</h\d>", "\n", text), tags=set())
+    # Block boundaries become line breaks; nh3 then drops every tag (and script/style content).
+    stripped = nh3.clean(_blocks.sub("\n", text), tags=set())
     lines = [_space.sub(" ", html.unescape(line)).strip() for line in stripped.split("\n")]
     return "\n".join(line for line in lines if line)
 

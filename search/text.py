@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import threading
-from html.parser import HTMLParser
 
 import snowballstemmer
+
+from protocol.text import html_to_text as sheet_html_to_text
 
 # Typesense 0.24.1 refuses the typographic apostrophe as a token separator, so every
 # apostrophe-like character is folded to the ASCII one before indexing and querying.
@@ -37,10 +38,6 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # stemmed field, as Lucene's ElisionFilter does, so "l'école" and "école" agree.
 _ELISIONS = frozenset({"l", "d", "j", "m", "n", "s", "t", "c", "qu", "jusqu", "lorsqu", "puisqu", "quoiqu"})
 
-_BLOCK_TAGS = frozenset(
-    {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "td", "th", "blockquote", "pre"}
-)
-
 MAX_TEXT_CHARS = 20_000  # longer descriptions add index size, not recall
 
 
@@ -48,37 +45,11 @@ def fold_apostrophes(text: str) -> str:
     return text.translate(_APOSTROPHES)
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skip:
-            self._skip -= 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append(" ")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
 def html_to_text(html: str | None) -> str:
     """Plain text of a sanitised HTML fragment, whitespace collapsed, apostrophes folded."""
     if not html:
         return ""
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    return clean_text("".join(parser.parts))[:MAX_TEXT_CHARS]
+    return clean_text(sheet_html_to_text(html))[:MAX_TEXT_CHARS]
 
 
 def clean_text(text: str | None) -> str:

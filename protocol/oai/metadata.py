@@ -9,17 +9,19 @@ carrying the whole sheet (:mod:`protocol.oai.native`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import urljoin
 
 from lxml import etree
 
 from protocol.oai.namespaces import DC, ESSAIM, ESSAIM_SCHEMA_FILE, OAI_DC, OAI_DC_SCHEMA, XSI, qn
-from protocol.oai.native import native_element, xml_text
+from protocol.oai.native import native_xml, xml_text
 from protocol.oai.sets import departement_of, departements, region_of
 from protocol.sheet import Place, Sheet
 from protocol.taxonomy import Taxonomy, default_taxonomy
+from protocol.text import html_to_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,37 +41,6 @@ METADATA_FORMATS: tuple[MetadataFormat, ...] = (
     MetadataFormat("essaim", f"schemas/{ESSAIM_SCHEMA_FILE}", ESSAIM),
 )
 PREFIXES = frozenset(f.prefix for f in METADATA_FORMATS)
-
-# Block-level tags: their boundaries separate words once the markup is stripped.
-_BLOCKS = frozenset(
-    "p div br li ul ol h1 h2 h3 h4 h5 h6 blockquote pre table tr td th section article header footer".split()
-)
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Plain text of a sanitised HTML fragment: paragraphs on their own lines, spaces collapsed."""
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).split("\n"))
-    return "\n".join(line for line in lines if line)
 
 
 def dublin_core(sheet: Sheet, taxonomy: Taxonomy | None = None) -> etree._Element:
@@ -136,9 +107,14 @@ def to_xml(element: etree._Element) -> str:
     return text
 
 
-def render_formats(sheet: Sheet, *, taxonomy: Taxonomy | None = None) -> dict[str, str]:
-    """metadataPrefix -> XML of the ``<metadata>`` child, for every format in :data:`METADATA_FORMATS`."""
+def render_formats(
+    sheet: Sheet, *, taxonomy: Taxonomy | None = None, data: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """metadataPrefix -> XML of the ``<metadata>`` child, for every format in :data:`METADATA_FORMATS`.
+
+    ``data`` is ``sheet_to_dict(sheet)`` when the caller has it already.
+    """
     return {
         "oai_dc": to_xml(dublin_core(sheet, taxonomy)),
-        "essaim": to_xml(native_element(sheet)),
+        "essaim": native_xml(sheet, data),
     }

@@ -47,30 +47,55 @@ def xml_text(value: object) -> str:
     return _NOT_XML.sub("", str(value))
 
 
-def _fill(parent: etree._Element, data: Mapping[str, Any]) -> None:
+def _escape(value: object) -> str:
+    text = xml_text(value)
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    return text
+
+
+def _write(out: list[str], data: Mapping[str, Any]) -> None:
     for key, value in data.items():
         if isinstance(value, Mapping) and not value:
             continue  # an object whose fields are all absent says nothing
         if isinstance(value, list):
+            name = LIST_ITEMS.get(key, key)
             for item in value:
-                _append(parent, LIST_ITEMS.get(key, key), item)
+                _write_one(out, name, item)
         else:
-            _append(parent, key, value)
+            _write_one(out, key, value)
 
 
-def _append(parent: etree._Element, name: str, value: Any) -> None:
-    child = etree.SubElement(parent, qn(ESSAIM, name))
+def _write_one(out: list[str], name: str, value: Any) -> None:
     if isinstance(value, Mapping):
-        _fill(child, value)
+        out.append(f"<{name}>")
+        _write(out, value)
+        out.append(f"</{name}>")
     else:
-        child.text = xml_text(value)
+        out.append(f"<{name}>{_escape(value)}</{name}>")
+
+
+def native_xml(sheet: Sheet, data: Mapping[str, Any] | None = None) -> str:
+    """The native record as text, written directly (the hot path of every write).
+
+    ``data`` is ``sheet_to_dict(sheet)`` when the caller has it already. Element
+    names are fixed identifiers from the sheet model, so only text needs escaping.
+    """
+    out = [f'<sheet xmlns="{ESSAIM}">']
+    _write(out, data if data is not None else sheet_to_dict(sheet))
+    out.append("</sheet>")
+    return "".join(out)
 
 
 def native_element(sheet: Sheet) -> etree._Element:
     """``<sheet xmlns="https://essaim.org/ns/sheet/1.0">`` carrying every field of the sheet."""
-    root = etree.Element(qn(ESSAIM, "sheet"), nsmap={None: ESSAIM})
-    _fill(root, sheet_to_dict(sheet))
-    return root
+    return etree.fromstring(native_xml(sheet))
 
 
 def _read(element: etree._Element) -> Any:

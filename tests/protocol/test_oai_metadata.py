@@ -85,7 +85,7 @@ def test_oai_dc_is_valid_text_only_dublin_core() -> None:
 
 
 def test_html_to_text() -> None:
-    assert html_to_text("<p>a &amp; <em>b</em></p><p>c<br>d</p><script>x</script>") == "a & b\nc\nd\nx"
+    assert html_to_text("<p>a &amp; <em>b</em></p><p>c<br>d</p><script>x</script>") == "a & b\nc\nd"
 
 
 def test_control_characters_never_break_the_xml() -> None:
