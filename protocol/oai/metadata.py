@@ -16,8 +16,8 @@ from urllib.parse import urljoin
 
 from lxml import etree
 
-from protocol.oai.namespaces import DC, ESSAIM, ESSAIM_SCHEMA_FILE, OAI_DC, OAI_DC_SCHEMA, XSI, qn
-from protocol.oai.native import native_xml, xml_text
+from protocol.oai.namespaces import DC, ESSAIM, ESSAIM_SCHEMA_FILE, OAI_DC, OAI_DC_SCHEMA, XSI
+from protocol.oai.native import escape_xml, native_xml, xml_text
 from protocol.oai.sets import departement_of, departements, region_of
 from protocol.sheet import Place, Sheet
 from protocol.taxonomy import Taxonomy, default_taxonomy
@@ -44,18 +44,27 @@ PREFIXES = frozenset(f.prefix for f in METADATA_FORMATS)
 
 
 def dublin_core(sheet: Sheet, taxonomy: Taxonomy | None = None) -> etree._Element:
-    """``<oai_dc:dc>`` for a sheet: a lossy but widely understood view (BASE, ISIDORE...)."""
+    """``<oai_dc:dc>`` for a sheet, as an element (see :func:`dublin_core_xml`)."""
+    return etree.fromstring(dublin_core_xml(sheet, taxonomy))
+
+
+def dublin_core_xml(sheet: Sheet, taxonomy: Taxonomy | None = None) -> str:
+    """``<oai_dc:dc>`` for a sheet: a lossy but widely understood view (BASE, ISIDORE...).
+
+    Written as text (it runs on every write); element names are fixed, text and
+    the language attribute are escaped.
+    """
     tax = taxonomy or default_taxonomy()
-    root = etree.Element(qn(OAI_DC, "dc"), nsmap={"oai_dc": OAI_DC, "dc": DC, "xsi": XSI})
-    root.set(qn(XSI, "schemaLocation"), f"{OAI_DC} {OAI_DC_SCHEMA}")
+    out = [
+        f'<oai_dc:dc xmlns:oai_dc="{OAI_DC}" xmlns:dc="{DC}" xmlns:xsi="{XSI}"'
+        f' xsi:schemaLocation="{OAI_DC} {OAI_DC_SCHEMA}">'
+    ]
 
     def dc(name: str, value: str | None, lang: str | None = None) -> None:
         text = xml_text(value or "").strip()
         if text:
-            el = etree.SubElement(root, qn(DC, name))
-            el.text = text
-            if lang:
-                el.set("{http://www.w3.org/XML/1998/namespace}lang", lang)
+            attr = f' xml:lang="{escape_xml(lang, quote=True)}"' if lang else ""
+            out.append(f"<dc:{name}{attr}>{escape_xml(text)}</dc:{name}>")
 
     dc("title", sheet.title, sheet.language)
     if sheet.holder is not None:
@@ -84,7 +93,8 @@ def dublin_core(sheet: Sheet, taxonomy: Taxonomy | None = None) -> etree._Elemen
     for place in sheet.places:
         dc("coverage", _place_label(place, tax))
     dc("rights", sheet.licence)
-    return root
+    out.append("</oai_dc:dc>")
+    return "".join(out)
 
 
 def _place_label(place: Place, tax: Taxonomy) -> str:
@@ -115,6 +125,6 @@ def render_formats(
     ``data`` is ``sheet_to_dict(sheet)`` when the caller has it already.
     """
     return {
-        "oai_dc": to_xml(dublin_core(sheet, taxonomy)),
+        "oai_dc": dublin_core_xml(sheet, taxonomy),
         "essaim": native_xml(sheet, data),
     }

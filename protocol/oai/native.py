@@ -47,9 +47,12 @@ def xml_text(value: object) -> str:
     return _NOT_XML.sub("", str(value))
 
 
-def _escape(value: object) -> str:
+def escape_xml(value: object, *, quote: bool = False) -> str:
+    """XML-escape text (and double quotes, for attribute values), dropping forbidden characters."""
     text = xml_text(value)
-    if "&" in text:
+    if quote and '"' in text:
+        text = text.replace("&", "&amp;").replace('"', "&quot;")
+    elif "&" in text:
         text = text.replace("&", "&amp;")
     if "<" in text:
         text = text.replace("<", "&lt;")
@@ -78,7 +81,7 @@ def _write_one(out: list[str], name: str, value: Any) -> None:
         _write(out, value)
         out.append(f"</{name}>")
     else:
-        out.append(f"<{name}>{_escape(value)}</{name}>")
+        out.append(f"<{name}>{escape_xml(value)}</{name}>")
 
 
 def native_xml(sheet: Sheet, data: Mapping[str, Any] | None = None) -> str:
