@@ -24,6 +24,7 @@ from node.db import Database
 from protocol.oai.metadata import render_formats
 from protocol.oai.sets import set_specs
 from protocol.sheet import Sheet, Tombstone, sheet_from_dict, sheet_to_dict
+from protocol.taxonomy import fold
 
 # How many rows one SQL statement touches; SQLite allows 32766 parameters.
 BATCH = 500
@@ -101,6 +102,11 @@ class SheetStore:
 
     async def upsert_many(self, sheets: Sequence[Sheet], *, tx: BaseDBAsyncClient) -> list[WriteResult]:
         """Write a batch inside the caller's transaction; unchanged sheets keep their datestamp."""
+        seen: set[str] = set()
+        for sheet in sheets:  # checked up front: a repeat in a later batch would be a silent second write
+            if sheet.local_id in seen:
+                raise ValueError(f"local id {sheet.local_id!r} appears twice in one write")
+            seen.add(sheet.local_id)
         results: list[WriteResult] = []
         for start in range(0, len(sheets), BATCH):
             results.extend(await self._upsert_batch(sheets[start : start + BATCH], tx))
@@ -110,16 +116,12 @@ class SheetStore:
         stamp = self.now()
         existing = await self._existing([s.local_id for s in sheets], tx)
         inserts: list[tuple[Sheet, dict[str, Any], str]] = []
-        updates: list[tuple[int, Sheet, dict[str, Any], str, str]] = []
+        updates: list[tuple[int, Sheet, dict[str, Any], str, str, str]] = []
         results: list[WriteResult] = []
-        seen: dict[str, Sheet] = {}
         for sheet in sheets:
-            if sheet.local_id in seen:
-                raise ValueError(f"local id {sheet.local_id!r} appears twice in one write")
             row = existing.get(sheet.local_id)
             uri = str(row["uri"]) if row else (sheet.id or self.make_uri(sheet.local_id))
             sheet = replace(sheet, id=uri)
-            seen[sheet.local_id] = sheet
             data = sheet_to_dict(sheet)
             digest = _hash(data)
             if row is not None and not row["deleted"] and row["content_hash"] == digest:
@@ -133,8 +135,11 @@ class SheetStore:
                 inserts.append((sheet, data, digest))
                 results.append(WriteResult("created", sheet.local_id, uri, stamp))
             else:
-                updates.append((int(row["pk_id"]), sheet, data, digest, str(row["uri"])))
-                results.append(WriteResult("updated", sheet.local_id, str(row["uri"]), stamp))
+                # A tombstone written again is a creation for readers (ActivityPub: Create, not Update),
+                # under the same URI.
+                kind = "create" if row["deleted"] else "update"
+                updates.append((int(row["pk_id"]), sheet, data, digest, str(row["uri"]), kind))
+                results.append(WriteResult(kind + "d", sheet.local_id, str(row["uri"]), stamp))
         changes: list[Change] = []
         if inserts:
             await self.db.executemany(
@@ -174,12 +179,12 @@ class SheetStore:
                         " ".join(set_specs(s, hub=self.hub)),
                         pk,
                     )
-                    for pk, s, d, h, _ in updates
+                    for pk, s, d, h, _, _ in updates
                 ],
                 conn=tx,
             )
-            for pk, s, _, _, uri in updates:
-                changes.append(Change("update", pk, uri, s.local_id, stamp, s))
+            for pk, s, _, _, uri, kind in updates:
+                changes.append(Change(kind, pk, uri, s.local_id, stamp, s))
         if changes:
             await self._write_derived(changes, tx)
             for listener in self.listeners:
@@ -196,11 +201,13 @@ class SheetStore:
         existing = await self._existing(local_ids, tx)
         results: list[WriteResult] = []
         changes: list[Change] = []
+        done: set[str] = set()
         for local_id in local_ids:
             row = existing.get(local_id)
-            if row is None or row["deleted"]:
+            if row is None or row["deleted"] or local_id in done:
                 results.append(WriteResult("missing", local_id, row["uri"] if row else ""))
                 continue
+            done.add(local_id)
             pk = int(row["pk_id"])
             changes.append(Change("delete", pk, str(row["uri"]), local_id, stamp, None))
             results.append(WriteResult("deleted", local_id, str(row["uri"]), stamp))
@@ -288,17 +295,45 @@ class SheetStore:
         return int(row["n"]) if row else 0
 
     async def search_titles(self, text: str, *, limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
-        """The admin's list: live sheets whose title or partner id contains ``text``, newest first."""
-        like = f"%{text.lower()}%"
-        where = "source = ? AND deleted = ? AND (LOWER(title) LIKE ? OR LOWER(local_id) LIKE ?)"
-        params: list[Any] = [self.source, False, like, like]
-        total = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM sheet WHERE {where}", params)
-        rows = await self.db.fetch(
-            f"SELECT uri, local_id, title, stamp FROM sheet WHERE {where} ORDER BY stamp DESC, pk_id DESC"
-            " LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-        return (int(total["n"]) if total else 0), rows
+        """The admin's list: live sheets whose title or partner id contains ``text``, newest first.
+
+        Matching ignores case, accents and hyphens ("ecole" finds "École", "saint malo" finds
+        "Saint-Malo"). It is done here rather than with SQL ``LOWER(...) LIKE``, which only folds
+        ASCII on SQLite (and on PostgreSQL under the C locale) and reads ``%`` and ``_`` in the
+        text as wildcards. Only the light columns are read, in keyset pages, so memory stays flat.
+        """
+        where = "source = ? AND deleted = ?"
+        if not text.strip():
+            total = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM sheet WHERE {where}", [self.source, False])
+            rows = await self.db.fetch(
+                f"SELECT uri, local_id, title, stamp FROM sheet WHERE {where} ORDER BY stamp DESC, pk_id DESC"
+                " LIMIT ? OFFSET ?",
+                [self.source, False, limit, offset],
+            )
+            return (int(total["n"]) if total else 0), rows
+        needle = fold(text)
+        matched = 0
+        page: list[dict[str, Any]] = []
+        last: tuple[int, int] | None = None
+        while True:
+            after = " AND (stamp < ? OR (stamp = ? AND pk_id < ?))" if last else ""
+            params: list[Any] = [self.source, False]
+            if last:
+                params += [last[0], last[0], last[1]]
+            rows = await self.db.fetch(
+                f"SELECT pk_id, uri, local_id, title, stamp FROM sheet WHERE {where}{after}"
+                " ORDER BY stamp DESC, pk_id DESC LIMIT ?",
+                [*params, BATCH * 4],
+            )
+            if not rows:
+                break
+            for row in rows:
+                if needle in fold(str(row["title"] or "")) or needle in fold(str(row["local_id"])):
+                    if offset <= matched < offset + limit:
+                        page.append({k: row[k] for k in ("uri", "local_id", "title", "stamp")})
+                    matched += 1
+            last = (int(rows[-1]["stamp"]), int(rows[-1]["pk_id"]))
+        return matched, page
 
     async def iter_sheets(self, *, batch: int = 1000) -> AsyncIterator[Sheet]:
         """Every live sheet in (stamp, pk) order, streamed by keyset so memory stays flat."""
@@ -315,6 +350,10 @@ class SheetStore:
                 yield sheet_from_dict(json.loads(row["data"]))
             last_stamp, last_pk = int(rows[-1]["stamp"]), int(rows[-1]["pk_id"])
 
-    async def local_ids(self) -> set[str]:
-        rows = await self.db.fetch("SELECT local_id FROM sheet WHERE source = ? AND deleted = ?", [self.source, False])
+    async def local_ids(self, *, conn: BaseDBAsyncClient | None = None) -> set[str]:
+        """Partner ids of the live sheets; pass ``conn`` when inside a transaction (SQLite has one
+        connection: a read outside the transaction would wait for it forever)."""
+        rows = await self.db.fetch(
+            "SELECT local_id FROM sheet WHERE source = ? AND deleted = ?", [self.source, False], conn=conn
+        )
         return {str(r["local_id"]) for r in rows}

@@ -1,0 +1,477 @@
+"""Sheet storage on both backends: datestamps that move only on a real change, tombstones, listing.
+
+Every test runs on SQLite (a temporary file) and on PostgreSQL (skipped, with the
+reason, when the server at 127.0.0.1:5432 is unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from node.db import Database
+from node.storage import BATCH, Change, SheetStore
+from protocol.sheet import Partner, Place, Sheet, Stage, Tombstone, sheet_to_dict
+from tests import oai_support
+from tests.oai_support import T0, Clock, make_sheet, open_database
+
+BASE = "https://noeud.essaim.test"
+PG_DATABASE = "essaim_node_test"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Database]:
+    # A PostgreSQL database of these suites' own: other suites empty theirs, maybe while these run.
+    monkeypatch.setattr(oai_support, "PG_DATABASE", PG_DATABASE)
+    async with open_database(request.param) as database:
+        yield database
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def store(db: Database, clock: Clock) -> SheetStore:
+    return SheetStore(db, base_url=BASE + "/", clock=clock)
+
+
+def fresh(n: int, **overrides: Any) -> Sheet:
+    """A complete sheet without an id: storage derives it from the local id."""
+    return make_sheet(n, id="", **overrides)
+
+
+def visible(sheet: Sheet | Tombstone | None) -> dict[str, Any]:
+    """What a reader compares: everything but the storage's own datestamp."""
+    assert isinstance(sheet, Sheet), sheet
+    data = sheet_to_dict(sheet)
+    data.pop("datestamp", None)
+    return data
+
+
+def at(stamp: float) -> datetime:
+    return datetime.fromtimestamp(int(stamp), tz=UTC)
+
+
+async def row_of(db: Database, local_id: str) -> dict[str, Any]:
+    row = await db.fetchone("SELECT pk_id, uri, stamp, deleted, data, title FROM sheet WHERE local_id = ?", [local_id])
+    assert row is not None, f"no row for {local_id}"
+    return row
+
+
+async def sets_of(db: Database, pk: int) -> dict[str, int]:
+    rows = await db.fetch("SELECT spec, stamp FROM sheet_set WHERE sheet_pk = ?", [pk])
+    return {str(r["spec"]): int(r["stamp"]) for r in rows}
+
+
+async def formats_of(db: Database, pk: int) -> set[str]:
+    rows = await db.fetch("SELECT prefix FROM sheet_format WHERE sheet_pk = ?", [pk])
+    return {str(r["prefix"]) for r in rows}
+
+
+# --------------------------------------------------------------------------- create
+
+
+async def test_upsert_creates_with_stable_uri_and_second_precision_datestamp(
+    db: Database, store: SheetStore, clock: Clock
+) -> None:
+    clock.now = T0 + 0.987  # a fraction of a second must not reach the datestamp
+    result = await store.upsert(fresh(1))
+
+    assert result.status == "created"
+    assert result.stamp == T0
+    assert result.local_id == "projet-1"
+    assert result.uri.startswith(BASE + "/sheets/")
+    assert "//sheets" not in result.uri  # trailing slash of base_url removed
+    # Derived from the partner's id alone: the same on every call and every store of this node.
+    assert result.uri == store.make_uri("projet-1")
+    assert result.uri == SheetStore(db, base_url=BASE).make_uri("projet-1")
+    assert store.make_uri("projet-2") != result.uri
+    assert SheetStore(db, base_url="https://autre.test").make_uri("projet-1") != result.uri
+    assert SheetStore(db, base_url=BASE, source="https://a.test/oai").make_uri("projet-1") != result.uri
+
+    stored = await store.get("projet-1")
+    assert isinstance(stored, Sheet)
+    assert stored.id == result.uri
+    assert stored.datestamp == at(T0)
+    assert stored.datestamp.tzinfo is not None and stored.datestamp.utcoffset().total_seconds() == 0
+    assert stored.datestamp.microsecond == 0
+    assert stored.created == datetime(2020, 1, 1, tzinfo=UTC)  # the partner's own creation date is kept
+    assert stored.modified == at(T0)  # none given: the write's instant
+    assert visible(stored) == visible(replace(fresh(1), id=result.uri, modified=at(T0)))
+    assert await store.get_by_uri(result.uri) == stored
+    assert await store.get("projet-404") is None
+    assert await store.get_by_uri(BASE + "/sheets/nothing") is None
+
+    row = await row_of(db, "projet-1")
+    assert int(row["stamp"]) == T0
+    assert not row["deleted"]
+    assert row["title"] == fresh(1).title
+    assert json.loads(row["data"])["datestamp"] == "2023-11-14T22:13:20Z"
+    assert await store.count() == 1
+
+
+async def test_sheet_without_created_date_gets_the_write_instant(store: SheetStore, clock: Clock) -> None:
+    await store.upsert(fresh(1, created=None))
+    clock.tick(120)
+    await store.upsert(fresh(1, created=None, title="Nouveau titre"))
+    stored = await store.get("projet-1")
+    assert isinstance(stored, Sheet)
+    assert stored.created == at(T0)  # kept from the first write, not moved by the update
+    assert stored.modified == at(T0 + 120)
+    assert stored.datestamp == at(T0 + 120)
+
+
+# --------------------------------------------------------------------------- change detection
+
+
+async def test_identical_upsert_leaves_the_datestamp_alone(db: Database, store: SheetStore, clock: Clock) -> None:
+    first = await store.upsert(fresh(1))
+    before = await store.get("projet-1")
+    clock.tick(3600)
+    # Bookkeeping dates and the id a caller may carry are not content.
+    again = replace(fresh(1), datestamp=at(T0 + 50), modified=at(T0 + 60), id="https://ailleurs.test/x")
+    result = await store.upsert(again)
+
+    assert result.status == "unchanged"
+    assert result.stamp == T0
+    assert result.uri == first.uri  # the stored URI wins over the one the caller sent
+    after = await store.get("projet-1")
+    assert after == before
+    assert isinstance(after, Sheet) and after.datestamp == at(T0)
+    row = await row_of(db, "projet-1")
+    assert int(row["stamp"]) == T0
+    assert set((await sets_of(db, int(row["pk_id"]))).values()) == {T0}
+
+
+async def test_real_change_bumps_the_datestamp(db: Database, store: SheetStore, clock: Clock) -> None:
+    created = await store.upsert(fresh(1))
+    clock.tick(90)
+    result = await store.upsert(fresh(1, title="Un autre titre"))
+
+    assert result.status == "updated"
+    assert result.stamp == T0 + 90
+    assert result.uri == created.uri
+    stored = await store.get("projet-1")
+    assert isinstance(stored, Sheet)
+    assert stored.title == "Un autre titre"
+    assert stored.datestamp == at(T0 + 90)
+    assert stored.created == datetime(2020, 1, 1, tzinfo=UTC)
+    row = await row_of(db, "projet-1")
+    assert int(row["stamp"]) == T0 + 90
+    assert row["title"] == "Un autre titre"
+    # Set memberships carry the new datestamp too (selective harvests page on it).
+    assert set((await sets_of(db, int(row["pk_id"]))).values()) == {T0 + 90}
+    assert await store.count() == 1
+
+    clock.tick(10)  # a nested change counts as much as a title
+    changed_place = (Place(commune="Brest", departement="29", lat=48.39, lon=-4.49),)
+    assert (await store.upsert(fresh(1, title="Un autre titre", places=changed_place))).status == "updated"
+    assert (await store.get("projet-1")).datestamp == at(T0 + 100)  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- deletion
+
+
+async def test_delete_leaves_a_tombstone(db: Database, store: SheetStore, clock: Clock) -> None:
+    created = await store.upsert(fresh(1))
+    await store.upsert(fresh(2))
+    pk = int((await row_of(db, "projet-1"))["pk_id"])
+    assert await formats_of(db, pk)  # pre-rendered metadata exists while the sheet lives
+    clock.tick(30)
+
+    result = await store.delete("projet-1")
+    assert result.status == "deleted"
+    assert result.uri == created.uri
+    assert result.stamp == T0 + 30
+
+    tomb = await store.get("projet-1")
+    assert isinstance(tomb, Tombstone)
+    assert tomb == Tombstone(id=created.uri, local_id="projet-1", datestamp=at(T0 + 30))
+    assert await store.get_by_uri(created.uri) == tomb
+    assert await store.count() == 1
+    assert await store.count(include_deleted=True) == 2
+    assert await store.local_ids() == {"projet-2"}
+    assert [s.local_id async for s in store.iter_sheets()] == ["projet-2"]
+    assert (await store.search_titles("projet"))[0] == 1
+
+    row = await row_of(db, "projet-1")
+    assert row["deleted"] and row["data"] is None and int(row["stamp"]) == T0 + 30
+    assert await formats_of(db, pk) == set()
+    # Memberships stay, stamped with the deletion, so a selective harvest announces it.
+    memberships = await sets_of(db, pk)
+    assert memberships and set(memberships.values()) == {T0 + 30}
+
+    clock.tick(30)
+    again = await store.delete("projet-1")
+    assert again.status == "missing" and again.uri == created.uri
+    assert (await store.get("projet-1")).datestamp == at(T0 + 30)  # type: ignore[union-attr]
+    unknown = await store.delete("jamais-vu")
+    assert unknown.status == "missing" and unknown.uri == "" and unknown.stamp is None
+
+
+async def test_recreating_after_deletion_revives_the_same_uri(db: Database, store: SheetStore, clock: Clock) -> None:
+    created = await store.upsert(fresh(1, created=None))
+    clock.tick(10)
+    await store.delete("projet-1")
+    clock.tick(10)
+
+    result = await store.upsert(fresh(1, created=None))  # the very same content as before the deletion
+    assert result.status == "created"
+    assert result.uri == created.uri
+    assert result.stamp == T0 + 20
+    stored = await store.get("projet-1")
+    assert isinstance(stored, Sheet)
+    assert stored.datestamp == at(T0 + 20)
+    assert stored.created == at(T0 + 20)  # a new life: the tombstone kept no creation date
+    assert await store.count() == 1 and await store.count(include_deleted=True) == 1
+    pk = int((await row_of(db, "projet-1"))["pk_id"])
+    assert await formats_of(db, pk)
+    assert set((await sets_of(db, pk)).values()) == {T0 + 20}
+
+    clock.tick(10)
+    assert (await store.upsert(fresh(1, created=None))).status == "unchanged"
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+async def test_batch_writes_commit_together(db: Database, store: SheetStore, clock: Clock) -> None:
+    async with db.transaction() as tx:
+        results = await store.upsert_many([fresh(n) for n in range(5)], tx=tx)
+        deleted = await store.delete_many(["projet-3", "projet-3", "projet-404"], tx=tx)
+    assert [r.status for r in results] == ["created"] * 5
+    assert [r.status for r in deleted] == ["deleted", "missing", "missing"]  # a repeated id is deleted once
+    assert await store.count() == 4
+    assert await store.count(include_deleted=True) == 5
+
+    with pytest.raises(ValueError, match="appears twice"):
+        async with db.transaction() as tx:
+            await store.upsert_many([fresh(7), fresh(8), fresh(7)], tx=tx)
+    assert await store.get("projet-7") is None
+
+
+async def test_rollback_leaves_nothing(db: Database, store: SheetStore, clock: Clock) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with db.transaction() as tx:
+            results = await store.upsert_many([fresh(n) for n in range(12)], tx=tx)
+            assert [r.status for r in results] == ["created"] * 12
+            await store.delete_many(["projet-1", "projet-2"], tx=tx)
+            raise Boom
+
+    assert await store.count(include_deleted=True) == 0
+    for table in ("sheet", "sheet_set", "sheet_format"):
+        row = await db.fetchone(f"SELECT COUNT(*) AS n FROM {table}")
+        assert row is not None and int(row["n"]) == 0, table
+
+    # A rollback of changes to existing rows restores them exactly.
+    await store.upsert(fresh(1))
+    clock.tick(5)
+    with pytest.raises(Boom):
+        async with db.transaction() as tx:
+            await store.upsert_many([fresh(1, title="Changé")], tx=tx)
+            await store.delete_many(["projet-1"], tx=tx)
+            raise Boom
+    stored = await store.get("projet-1")
+    assert isinstance(stored, Sheet) and stored.title == fresh(1).title and stored.datestamp == at(T0)
+
+
+async def test_listeners_run_inside_the_writing_transaction(db: Database, store: SheetStore, clock: Clock) -> None:
+    seen: list[tuple[str, str, int, bool]] = []
+
+    async def record(tx: Any, changes: Sequence[Change]) -> None:
+        # The listener sees the uncommitted row through the transaction it is given.
+        for c in changes:
+            row = await db.fetchone("SELECT deleted FROM sheet WHERE pk_id = ?", [c.pk], conn=tx)
+            assert row is not None
+            seen.append((c.kind, c.local_id, c.stamp, c.sheet is None))
+
+    store.listeners.append(record)
+    await store.upsert(fresh(1))
+    await store.upsert(fresh(1))  # unchanged: nobody is told
+    clock.tick(1)
+    await store.upsert(fresh(1, title="B"))
+    await store.delete("projet-1")
+    await store.upsert(fresh(1, title="B"))
+    assert seen == [
+        ("create", "projet-1", T0, False),
+        ("update", "projet-1", T0 + 1, False),
+        ("delete", "projet-1", T0 + 1, True),
+        ("create", "projet-1", T0 + 1, False),
+    ]
+
+    async def refuse(tx: Any, changes: Sequence[Change]) -> None:
+        raise RuntimeError("outbox is full")
+
+    store.listeners.append(refuse)
+    with pytest.raises(RuntimeError, match="outbox"):
+        await store.upsert(fresh(2))
+    assert await store.get("projet-2") is None  # the failing listener undid the write
+
+
+# --------------------------------------------------------------------------- reading
+
+
+async def test_iter_sheets_streams_by_keyset_over_several_batches(
+    db: Database, store: SheetStore, clock: Clock
+) -> None:
+    total = BATCH + 37  # more than one storage batch too
+    async with db.transaction() as tx:
+        results = await store.upsert_many([fresh(n, places=(), matches=()) for n in range(total)], tx=tx)
+    assert sum(r.status == "created" for r in results) == total
+    clock.tick(1)
+    await store.upsert(fresh(5, places=(), matches=(), title="modifié"))  # moves to the end of the stamp order
+    clock.tick(1)
+    await store.delete("projet-6")
+
+    ids = [s.local_id async for s in store.iter_sheets(batch=100)]
+    assert len(ids) == len(set(ids)) == total - 1
+    assert "projet-6" not in ids
+    assert ids[-1] == "projet-5"
+    assert ids[:3] == ["projet-0", "projet-1", "projet-2"]  # equal stamps: insertion (pk) order
+    assert [s.local_id async for s in store.iter_sheets()] == ids  # one batch gives the same order
+    assert [s.local_id async for s in store.iter_sheets(batch=1)][:4] == ids[:4]
+    first = await anext(aiter(store.iter_sheets(batch=7)))
+    assert isinstance(first, Sheet) and first.datestamp == at(T0)
+
+
+async def test_search_titles(store: SheetStore, clock: Clock) -> None:
+    titles = {
+        "ecole": "École du numérique",
+        "epicerie": "Épicerie solidaire de Saint-Malo",
+        "jardin": "Jardin partagé",
+        "bio": "100% bio",
+        "ecolo": "Éco-lieu ÉCOLOGIQUE",
+    }
+    for n, (local_id, title) in enumerate(titles.items()):
+        await store.upsert(fresh(n, local_id=local_id, title=title))
+        clock.tick(1)
+    await store.upsert(fresh(9, local_id="supprime", title="École fermée"))
+    await store.delete("supprime")
+
+    async def ids(text: str, **kw: int) -> tuple[int, list[str]]:
+        total, rows = await store.search_titles(text, **kw)
+        return total, [r["local_id"] for r in rows]
+
+    # Case, accents and hyphens do not matter, in SQLite as in PostgreSQL.
+    assert await ids("école") == (1, ["ecole"])
+    assert await ids("ECOLE") == (1, ["ecole"])
+    assert await ids("ecol") == (2, ["ecolo", "ecole"])  # newest first
+    assert await ids("écologique") == (1, ["ecolo"])
+    assert await ids("saint malo") == (1, ["epicerie"])
+    assert await ids("PARTAGÉ") == (1, ["jardin"])
+    # The partner's id matches too.
+    assert await ids("jardin") == (1, ["jardin"])
+    assert await ids("epicer") == (1, ["epicerie"])
+    # SQL wildcards are plain characters.
+    assert await ids("%") == (1, ["bio"])
+    assert await ids("_") == (0, [])
+    assert await ids("nulle part") == (0, [])
+
+    total, rows = await store.search_titles("", limit=2)
+    assert total == 5 and [r["local_id"] for r in rows] == ["ecolo", "bio"]
+    assert set(rows[0]) >= {"uri", "local_id", "title", "stamp"}
+    assert rows[0]["uri"] == store.make_uri("ecolo") and rows[0]["title"] == titles["ecolo"]
+    assert await ids("", limit=2, offset=2) == (5, ["jardin", "epicerie"])
+    assert await ids("i", limit=2, offset=1) == (5, ["bio", "jardin"])
+    assert await ids("i", limit=10, offset=10) == (5, [])
+
+
+async def test_local_ids(db: Database, store: SheetStore) -> None:
+    assert await store.local_ids() == set()
+    for n in range(4):
+        await store.upsert(fresh(n))
+    await store.delete("projet-2")
+    assert await store.local_ids() == {"projet-0", "projet-1", "projet-3"}
+    other = SheetStore(db, base_url=BASE, source="https://autre.test/oai")
+    await other.upsert(make_sheet(9))
+    assert await other.local_ids() == {"projet-9"}  # sources are kept apart
+    assert await store.local_ids() == {"projet-0", "projet-1", "projet-3"}
+    assert await store.count() == 3 and await other.count() == 1
+    async with db.transaction() as tx:  # readable inside a writing transaction (one SQLite connection)
+        await store.upsert_many([fresh(5)], tx=tx)
+        assert await store.local_ids(conn=tx) == {"projet-0", "projet-1", "projet-3", "projet-5"}
+
+
+# --------------------------------------------------------------------------- derived rows
+
+
+async def test_set_memberships_are_written(db: Database, store: SheetStore, clock: Clock) -> None:
+    sheet = fresh(
+        1,
+        themes=("SOL",),
+        subthemes=("GRA",),
+        stage=Stage.ESSAIMAGE,
+        places=(
+            Place(commune="Rennes", departement="35", region="53", lat=48.11, lon=-1.68),
+            Place(postcode="29200", commune="Brest"),  # département and région from the postcode
+        ),
+    )
+    await store.upsert(sheet)
+    pk = int((await row_of(db, "projet-1"))["pk_id"])
+    assert await sets_of(db, pk) == dict.fromkeys(
+        [
+            "theme",
+            "theme:SOL",
+            "theme:SOL:GRA",
+            "region",
+            "region:53",
+            "departement",
+            "departement:35",
+            "departement:29",
+            "stage",
+            "stage:essaimage",
+        ],
+        T0,
+    )
+    row = await row_of(db, "projet-1")
+    sets_column = await db.fetchone("SELECT sets FROM sheet WHERE pk_id = ?", [pk])
+    assert sets_column is not None and "theme:SOL:GRA" in str(sets_column["sets"]).split()
+    assert await formats_of(db, pk) >= {"oai_dc"}
+    assert json.loads(row["data"])["themes"] == ["SOL"]
+
+    # A change replaces the memberships: nothing stale stays behind.
+    clock.tick(60)
+    await store.upsert(replace(sheet, themes=("ENV",), subthemes=(), stage=None, places=()))
+    assert await sets_of(db, pk) == {"theme": T0 + 60, "theme:ENV": T0 + 60}
+
+    # A hub also files sheets by partner.
+    hub = SheetStore(db, base_url=BASE, source="https://partenaire.test/oai", hub=True, clock=clock)
+    await hub.upsert(make_sheet(2, partner=Partner(name="Réseau Œuvre & Cie")))
+    hub_pk = int(
+        (await db.fetchone("SELECT pk_id FROM sheet WHERE source = ?", ["https://partenaire.test/oai"]))["pk_id"]  # type: ignore[index]
+    )
+    assert {"partner", "partner:reseau-oeuvre-cie"} <= set(await sets_of(db, hub_pk))
+
+
+async def test_sets_of_all_sheets_listed_by_spec(db: Database, store: SheetStore) -> None:
+    async with db.transaction() as tx:
+        await store.upsert_many([fresh(n) for n in range(8)], tx=tx)
+    rows = await db.fetch("SELECT spec, COUNT(*) AS n FROM sheet_set GROUP BY spec")
+    counts = {str(r["spec"]): int(r["n"]) for r in rows}
+    # make_sheet cycles through four theme pairs and five départements.
+    assert counts["theme"] == 8
+    assert counts["theme:SOL"] == 2 and counts["theme:ENV"] == 2
+    assert counts["departement:35"] == 2 and counts["departement:2A"] == 1
+    assert counts["stage"] == 8
+
+
+async def test_storage_settings(db: Database) -> None:
+    settings = await db.pragmas()
+    if db.dialect == "sqlite":
+        assert str(settings["journal_mode"]).lower() == "wal"
+        assert int(settings["synchronous"]) == 2  # FULL
+        assert int(settings["foreign_keys"]) == 1
+        assert int(settings["busy_timeout"]) >= 1000
+    else:
+        assert settings["server_version"]
+        assert settings["synchronous_commit"] in ("on", "remote_apply", "remote_write", "local")
