@@ -182,14 +182,21 @@ class Gazetteer:
         """The commune (or municipal arrondissement) whose centre is nearest; borders are not kept, so near one
         the answer may be the neighbour."""
         row, col = self._cell(lat, lon)
-        reach = math.ceil(max_km / (111.0 * _CELL * max(math.cos(math.radians(lat)), 0.2))) + 1
+        cell_km = 111.0 * _CELL * max(math.cos(math.radians(lat)), 0.2)  # the narrower side of a cell
+        reach = math.ceil(max_km / cell_km) + 1
         best: tuple[float, Commune] | None = None
-        for dr in range(-reach, reach + 1):
-            for dc in range(-reach, reach + 1):
-                for c in self._grid.get((row + dr, col + dc), ()):
-                    d = _distance_km(lat, lon, c.lat, c.lon)  # type: ignore[arg-type]
-                    if d <= max_km and (best is None or d < best[0]):
-                        best = (d, c)
+        # Rings of cells outward from the point's cell: once the best centre found is nearer than
+        # anything the next ring can hold, stop.
+        for ring in range(reach + 1):
+            for dr in range(-ring, ring + 1):
+                edge = abs(dr) == ring
+                for dc in range(-ring, ring + 1) if edge else (-ring, ring):
+                    for c in self._grid.get((row + dr, col + dc), ()):
+                        d = _distance_km(lat, lon, c.lat, c.lon)  # type: ignore[arg-type]
+                        if d <= max_km and (best is None or d < best[0]):
+                            best = (d, c)
+            if best is not None and best[0] <= ring * cell_km:
+                break
         return best[1] if best else None
 
     # ------------------------------------------------------------- resolve
