@@ -17,8 +17,12 @@ _SAFE = "-_.!~*'();/?@&=+$,"
 LOCAL_PART = re.compile(r"^[a-zA-Z0-9\-_.!~*'();/?:@&=+$,%]+$")
 
 
+# Local ids that ``quote`` leaves as they are (the usual case): no need to call it.
+_PLAIN = re.compile(r"[A-Za-z0-9\-_.!~*'();/?@&=+$,]+")
+
+
 def make_identifier(repo_id: str, source: str, local_id: str) -> str:
-    local = quote(local_id, safe=_SAFE)
+    local = local_id if _PLAIN.fullmatch(local_id) else quote(local_id, safe=_SAFE)
     if source:
         local = f"{quote(source, safe=_SAFE)}:{local}"
     return f"oai:{repo_id}:{local}"
