@@ -9,7 +9,8 @@ from pathlib import Path
 from protocol.sheet import Place, Precision
 
 FORMAT_VERSION = 1  # of the gazetteer file; a file of another version is rebuilt on load
-DEFAULT_DIR = Path("var") / "gazetteer"
+# Anchored at the checkout (the project is installed editable), not at the current directory.
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "var" / "gazetteer"
 DEFAULT_NAME = "gazetteer.json.gz"
 
 
