@@ -1,0 +1,277 @@
+"""Deploy-time settings: one object, loaded at the edge (CLI) and passed down.
+
+Sources, later ones winning: defaults, the TOML settings file (``essaim.toml`` in
+the data directory, or ``--config`` / ``ESSAIM_CONFIG``), then environment
+variables. A nested key ``[oai] page_size`` is set by ``ESSAIM_OAI_PAGE_SIZE``;
+a top-level key ``base_url`` by ``ESSAIM_BASE_URL``. Unknown keys and values of
+the wrong type are errors that name the file and the key. Nothing here is read
+at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A settings file or variable is invalid; the message names the file and key."""
+
+
+@dataclass
+class PartnerSettings:
+    name: str = "Partenaire de démonstration"
+    url: str = ""
+    logo: str = ""
+    description: str = "Un nœud Essaim : des fiches projets d'innovation sociale."
+    username: str = "partenaire"  # the node actor's preferredUsername
+    admin_email: str = "admin@example.org"
+
+
+@dataclass
+class OaiSettings:
+    page_size: int = 100
+    token_ttl: int = 86_400  # seconds a resumption token stays valid
+    repository_name: str = ""  # defaults to the partner's name
+
+
+@dataclass
+class OutboundSettings:
+    allow: list[str] = field(default_factory=list)  # host:port exempt from the private-address ban
+    resolve: dict[str, str] = field(default_factory=dict)  # test names -> loopback addresses
+    connect_timeout: float = 10.0
+    total_timeout: float = 60.0
+    max_body: int = 10 * 1024 * 1024
+    per_host: int = 4
+    user_agent: str = "Essaim/0.1 (+https://essaim.org)"
+
+
+@dataclass
+class GeoSettings:
+    online: bool = False  # use the national address API for what the offline gazetteer misses
+    api_url: str = ""
+
+
+@dataclass
+class AdminSettings:
+    session_ttl: int = 8 * 3600
+    max_upload: int = 50 * 1024 * 1024
+
+
+@dataclass
+class Settings:
+    role: str = "node"  # node | hub
+    data_dir: str = "var/node"
+    base_url: str = "http://127.0.0.1:8080"  # public URL; https in production
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = ""  # default: SQLite file in data_dir
+    licence: str = "https://www.etalab.gouv.fr/licence-ouverte-open-licence"
+    language: str = "fr"
+    log_format: str = "json"  # json | text
+    log_level: str = "INFO"
+    trusted_proxies: list[str] = field(default_factory=list)
+    partner: PartnerSettings = field(default_factory=PartnerSettings)
+    oai: OaiSettings = field(default_factory=OaiSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    geo: GeoSettings = field(default_factory=GeoSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    config_file: str = ""  # where these settings were read from (informational)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_path / 'essaim.sqlite3').resolve()}"
+
+    def secret(self, name: str) -> bytes:
+        """A random secret kept in the data directory (created on first use, mode 0600)."""
+        path = self.data_path / "secrets" / f"{name}.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written under a temporary name, then linked into place: a concurrent process
+            # never reads a half-written key, and the first one to link wins.
+            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(os.urandom(32).hex().encode())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        value = path.read_bytes().strip()
+        if not value:
+            raise SettingsError(f"{path}: the secret file is empty (delete it to create a new one)")
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_KIND_NAMES = {int: "a whole number", float: "a number", str: "text"}
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if kind is not bool and isinstance(value, bool):  # bool is an int: TOML ``port = true`` is a mistake
+        raise SettingsError(f"{where}: expected {_KIND_NAMES.get(kind, 'a value')}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise SettingsError(f"{where}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise SettingsError(f"{where}: expected a whole number, got {value!r}")
+        try:
+            return int(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{where}: expected a whole number, got {value!r}") from None
+    if kind is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{where}: expected a number, got {value!r}") from None
+    if kind is str:
+        if not isinstance(value, (str, int, float)):
+            raise SettingsError(f"{where}: expected text, got {value!r}")
+        return str(value)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise SettingsError(f"{where}: expected a list, got {value!r}")
+        return [str(v) for v in value]
+    if origin is dict:
+        if isinstance(value, str):  # "a=1,b=2" from the environment
+            pairs = [p.split("=", 1) for p in value.split(",") if "=" in p]
+            value = {k.strip(): v.strip() for k, v in pairs}
+        if not isinstance(value, Mapping):
+            raise SettingsError(f"{where}: expected a table, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    raise SettingsError(f"{where}: unsupported type {kind!r}")  # pragma: no cover
+
+
+def _apply(target: Any, data: Mapping[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(target))
+    names = {f.name for f in dataclasses.fields(target)}
+    for key, value in data.items():
+        if key not in names:
+            raise SettingsError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(names))})")
+        kind = hints[key]
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise SettingsError(f"{where}: [{key}] must be a table")
+            _apply(current, value, f"{where} [{key}]")
+        else:
+            if isinstance(kind, types.UnionType):  # pragma: no cover - no optional settings yet
+                kind = typing.get_args(kind)[0]
+            setattr(target, key, _coerce(value, kind, f"{where}: {key}"))
+
+
+def _from_environment(settings: Settings, environ: Mapping[str, str]) -> None:
+    hints = typing.get_type_hints(Settings)
+    for f in dataclasses.fields(settings):
+        current = getattr(settings, f.name)
+        if dataclasses.is_dataclass(current):
+            sub_hints = typing.get_type_hints(type(current))
+            for sub in dataclasses.fields(current):
+                var = f"ESSAIM_{f.name.upper()}_{sub.name.upper()}"
+                if var in environ:
+                    setattr(current, sub.name, _coerce(environ[var], sub_hints[sub.name], var))
+        else:
+            var = f"ESSAIM_{f.name.upper()}"
+            if var in environ and f.name != "config_file":
+                setattr(settings, f.name, _coerce(environ[var], hints[f.name], var))
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from file, environment and explicit overrides (CLI flags)."""
+    environ = os.environ if environ is None else environ
+    settings = Settings()
+    path_text = str(config) if config else environ.get("ESSAIM_CONFIG", "")
+    if not path_text:
+        data_dir = Path(environ.get("ESSAIM_DATA_DIR", settings.data_dir))
+        candidate = data_dir / "essaim.toml"
+        path_text = str(candidate) if candidate.exists() else ""
+    if path_text:
+        path = Path(path_text)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"{path}: settings file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
+        _apply(settings, data, str(path))
+        settings.config_file = str(path)
+    _from_environment(settings, environ)
+    if overrides:
+        _apply(settings, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    if settings.role not in ("node", "hub"):
+        raise SettingsError(f"role: must be 'node' or 'hub', not {settings.role!r}")
+    settings.base_url = settings.base_url.rstrip("/")
+    if not settings.oai.repository_name:
+        settings.oai.repository_name = settings.partner.name
+    return settings
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's too (TOML also forbids a raw DEL)."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def render_toml(settings: Settings) -> str:
+    """A commented settings file for ``essaim node init``."""
+    p, o = settings.partner, settings.oai
+    q = toml_string
+    database = (
+        f"database_url = {q(settings.database_url)}"
+        if settings.database_url
+        else '# database_url = "postgres://user@host:5432/essaim"'
+    )
+    return f"""# Essaim settings. Every key can also be set by an environment variable:
+# ESSAIM_<KEY> for top-level keys, ESSAIM_<SECTION>_<KEY> inside a section.
+role = {q(settings.role)}
+base_url = {q(settings.base_url)}   # the public URL of this node (https in production)
+host = {q(settings.host)}
+port = {settings.port}
+data_dir = {q(settings.data_dir)}
+{database}   # default: SQLite in data_dir
+licence = {q(settings.licence)}
+
+[partner]
+name = {q(p.name)}
+url = {q(p.url)}
+username = {q(p.username)}
+admin_email = {q(p.admin_email)}
+description = {q(p.description)}
+
+[oai]
+page_size = {o.page_size}
+token_ttl = {o.token_ttl}
+
+[outbound]
+# allow = ["127.0.0.1:8081"]   # loopback/private targets are refused unless listed here
+
+[geo]
+online = false   # true: ask the national address API for places the offline gazetteer misses
+"""

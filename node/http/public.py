@@ -1,0 +1,76 @@
+"""Public pages of a node: home, sheet pages, health, metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from node.context import NODE
+from protocol.sheet import Tombstone
+from protocol.taxonomy import default_taxonomy
+
+routes = web.RouteTableDef()
+COUNTER_HELP = {
+    "imports_total": "Imports run since the process started (API and admin, dry runs included).",
+    "imports_refused_total": "Imports refused and rolled back since the process started.",
+    "admin_login_failures_total": "Failed admin sign-ins since the process started.",
+    "http_errors_total": "Requests that failed with an internal error since the process started.",
+}
+
+
+@routes.get("/")
+@aiohttp_jinja2.template("public/home.html")
+async def home(request: web.Request) -> dict[str, Any]:
+    ctx = request.app[NODE]
+    total, rows = await ctx.store.search_titles(request.query.get("q", ""), limit=50)
+    return {"total": total, "rows": rows, "q": request.query.get("q", "")}
+
+
+@routes.get("/sheets/{key}")
+async def sheet_page(request: web.Request) -> web.Response:
+    ctx = request.app[NODE]
+    uri = f"{ctx.base_url}/sheets/{request.match_info['key']}"
+    item = await ctx.store.get_by_uri(uri)
+    if item is None:
+        raise web.HTTPNotFound(text="Fiche introuvable / sheet not found")
+    if isinstance(item, Tombstone):
+        raise web.HTTPGone(text="Cette fiche a été supprimée / this sheet was deleted")
+    return aiohttp_jinja2.render_template("public/sheet.html", request, {"s": item, "taxonomy": default_taxonomy()})
+
+
+@routes.get("/healthz")
+async def health(request: web.Request) -> web.Response:
+    ctx = request.app[NODE]
+    await ctx.db.fetchone("SELECT 1 AS ok")
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: sheets, tombstones, and the process counters."""
+    ctx = request.app[NODE]
+    rows = await ctx.db.fetch("SELECT deleted, COUNT(*) AS n FROM sheet GROUP BY deleted")
+    live = sum(int(r["n"]) for r in rows if not r["deleted"])
+    dead = sum(int(r["n"]) for r in rows if r["deleted"])
+    lines = [
+        "# HELP essaim_sheets Sheets stored on this node.",
+        "# TYPE essaim_sheets gauge",
+        f'essaim_sheets{{state="live"}} {live}',
+        f'essaim_sheets{{state="deleted"}} {dead}',
+    ]
+    for name, value in sorted(ctx.counters.items()):
+        help_text = COUNTER_HELP.get(name, name.replace("_", " "))
+        lines += [f"# HELP essaim_{name} {help_text}", f"# TYPE essaim_{name} counter", f"essaim_{name} {value}"]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    text = resources.files("node").joinpath("http/openapi.json").read_text(encoding="utf-8")
+    document = json.loads(text)
+    document["servers"] = [{"url": request.app[NODE].base_url}]
+    return web.json_response(document)
