@@ -49,8 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = Path(os.environ.get("ESSAIM_OAI_SCHEMAS", REPO.parent / "shared" / "schemas" / "oai-pmh"))
 NATIVE_XSD = REPO / "protocol" / "oai" / "schemas" / "essaim-sheet-1.0.xsd"
 PG_URL = os.environ.get("ESSAIM_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-# A database of its own on the PostgreSQL server, so these tests never truncate another suite's tables.
-PG_DATABASE = "essaim_oai_test"
+# Databases of this test process alone on the PostgreSQL server (named after the pid), so two runs
+# at once never truncate each other's tables; those of dead processes are dropped on first use.
+PG_PREFIX = "essaim_test_"
+PG_DATABASE = f"{PG_PREFIX}{os.getpid()}"
 
 NS = {"o": OAI, "dc": DC, "oai_dc": OAI_DC, "e": ESSAIM, "prov": PROVENANCE}
 SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -196,6 +198,16 @@ class Clock:
 # --------------------------------------------------------------------------- databases
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 async def _pg_reachable() -> str | None:
     try:
         import asyncpg
@@ -206,6 +218,10 @@ async def _pg_reachable() -> str | None:
     except Exception as exc:
         return f"PostgreSQL at {PG_URL} is unreachable: {exc}"
     try:
+        for name in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", PG_PREFIX + "%"):
+            owner = name["datname"][len(PG_PREFIX) :].split("_")[0]
+            if owner.isdigit() and not _alive(int(owner)):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name["datname"]}" WITH (FORCE)')
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE)
         if not exists:
             await conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')

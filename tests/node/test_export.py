@@ -25,7 +25,7 @@ from tests.oai_support import T0, Clock, make_sheet, open_database
 
 DATA = Path(__file__).resolve().parents[3] / "shared/data/cis-bdd-apcis-ffe-303.csv"
 BASE = "https://noeud.essaim.test"
-PG_DATABASE = "essaim_node_test"
+PG_DATABASE = oai_support.PG_DATABASE + "_node"
 LICENCE = "https://www.etalab.gouv.fr/licence-ouverte-open-licence"
 PARTNER = Partner(name="Réseau Test", url="https://reseau.test", id="https://reseau.test/actor")
 DANGEROUS = ("=", "+", "-", "@", "\t", "\r")

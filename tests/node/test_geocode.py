@@ -304,7 +304,7 @@ place_commune = "commune"
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_importer_online_hook(kind: str, online: Online, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(oai_support, "PG_DATABASE", "essaim_node_test")  # not the one other suites empty
+    monkeypatch.setattr(oai_support, "PG_DATABASE", oai_support.PG_DATABASE + "_node")  # not the one other suites empty
     mapping = tmp_path / "adresses.toml"
     mapping.write_text(MAPPING, encoding="utf-8")
     data = tmp_path / "adresses.csv"

@@ -28,7 +28,7 @@ from tests.oai_support import T0, Clock, open_database
 
 DATA = Path(__file__).resolve().parents[3] / "shared/data/cis-bdd-apcis-ffe-303.csv"
 BASE = "https://noeud.essaim.test"
-PG_DATABASE = "essaim_node_test"
+PG_DATABASE = oai_support.PG_DATABASE + "_node"
 PARTNER = Partner(name="Carrefour des innovations sociales", url="https://carrefour.test", id=BASE + "/actor")
 LICENCE = "https://creativecommons.org/licenses/by/4.0/"  # not the default: proves it is applied
 

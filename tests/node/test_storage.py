@@ -21,7 +21,7 @@ from tests import oai_support
 from tests.oai_support import T0, Clock, make_sheet, open_database
 
 BASE = "https://noeud.essaim.test"
-PG_DATABASE = "essaim_node_test"
+PG_DATABASE = oai_support.PG_DATABASE + "_node"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
