@@ -23,7 +23,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from node.db import Database
 from protocol.oai.metadata import render_formats
 from protocol.oai.sets import set_specs
-from protocol.sheet import Sheet, Tombstone, sheet_from_dict, sheet_to_dict
+from protocol.sheet import Sheet, Tombstone, format_datestamp, sheet_from_dict, sheet_to_dict
 from protocol.taxonomy import fold
 
 # How many rows one SQL statement touches; SQLite allows 32766 parameters.
@@ -40,6 +40,27 @@ class Change:
     local_id: str
     stamp: int
     sheet: Sheet | None  # None for a deletion
+    write: _Write | None = None  # what storage computed for it (encoded dict, hash, set specs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    sheet: Sheet
+    data: dict[str, Any]  # sheet_to_dict(sheet)
+    digest: str
+    sets: tuple[str, ...]
+
+
+_SHEET_FIELDS = tuple(Sheet.__dataclass_fields__)
+_DATES = ("created", "modified", "datestamp")
+
+
+def _with_dates(data: dict[str, Any], sheet: Sheet) -> dict[str, Any]:
+    """``sheet_to_dict(sheet)`` from the dict of the same sheet before its dates were set (field order kept)."""
+    dates = {name: format_datestamp(getattr(sheet, name)) for name in _DATES if getattr(sheet, name) is not None}
+    return {
+        name: dates[name] if name in dates else data[name] for name in _SHEET_FIELDS if name in dates or name in data
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +136,8 @@ class SheetStore:
     async def _upsert_batch(self, sheets: Sequence[Sheet], tx: BaseDBAsyncClient) -> list[WriteResult]:
         stamp = self.now()
         existing = await self._existing([s.local_id for s in sheets], tx)
-        inserts: list[tuple[Sheet, dict[str, Any], str]] = []
-        updates: list[tuple[int, Sheet, dict[str, Any], str, str, str]] = []
+        inserts: list[_Write] = []
+        updates: list[tuple[int, _Write, str, str]] = []
         results: list[WriteResult] = []
         for sheet in sheets:
             row = existing.get(sheet.local_id)
@@ -127,44 +148,47 @@ class SheetStore:
             if row is not None and not row["deleted"] and row["content_hash"] == digest:
                 results.append(WriteResult("unchanged", sheet.local_id, row["uri"], int(row["stamp"])))
                 continue
-            created = sheet.created or (self._created_of(row) if row else None) or _to_datetime(stamp)
-            sheet = replace(sheet, created=created, modified=sheet.modified or _to_datetime(stamp))
-            sheet = replace(sheet, datestamp=_to_datetime(stamp))
-            data = sheet_to_dict(sheet)
+            now = _to_datetime(stamp)
+            created = sheet.created or (self._created_of(row) if row else None) or now
+            sheet = replace(sheet, created=created, modified=sheet.modified or now, datestamp=now)
+            write = _Write(sheet, _with_dates(data, sheet), digest, set_specs(sheet, hub=self.hub))
             if row is None:
-                inserts.append((sheet, data, digest))
+                inserts.append(write)
                 results.append(WriteResult("created", sheet.local_id, uri, stamp))
             else:
                 # A tombstone written again is a creation for readers (ActivityPub: Create, not Update),
                 # under the same URI.
                 kind = "create" if row["deleted"] else "update"
-                updates.append((int(row["pk_id"]), sheet, data, digest, str(row["uri"]), kind))
+                updates.append((int(row["pk_id"]), write, str(row["uri"]), kind))
                 results.append(WriteResult(kind + "d", sheet.local_id, str(row["uri"]), stamp))
         changes: list[Change] = []
+        fresh: set[int] = set()
         if inserts:
             await self.db.executemany(
                 "INSERT INTO sheet (uri, source, local_id, stamp, deleted, content_hash, title, data, sets, provenance)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        s.id,
+                        w.sheet.id,
                         self.source,
-                        s.local_id,
+                        w.sheet.local_id,
                         stamp,
                         False,
-                        h,
-                        s.title,
-                        json.dumps(d, ensure_ascii=False),
-                        " ".join(set_specs(s, hub=self.hub)),
+                        w.digest,
+                        w.sheet.title,
+                        json.dumps(w.data, ensure_ascii=False),
+                        " ".join(w.sets),
                         None,
                     )
-                    for s, d, h in inserts
+                    for w in inserts
                 ],
                 conn=tx,
             )
-            pks = await self._existing([s.local_id for s, _, _ in inserts], tx)
-            for s, _, _ in inserts:
-                changes.append(Change("create", int(pks[s.local_id]["pk_id"]), s.id, s.local_id, stamp, s))
+            pks = await self._existing([w.sheet.local_id for w in inserts], tx)
+            for w in inserts:
+                pk = int(pks[w.sheet.local_id]["pk_id"])
+                fresh.add(pk)
+                changes.append(Change("create", pk, w.sheet.id, w.sheet.local_id, stamp, w.sheet, w))
         if updates:
             await self.db.executemany(
                 "UPDATE sheet SET stamp = ?, deleted = ?, content_hash = ?, title = ?, data = ?, sets = ?"
@@ -173,20 +197,20 @@ class SheetStore:
                     (
                         stamp,
                         False,
-                        h,
-                        s.title,
-                        json.dumps(d, ensure_ascii=False),
-                        " ".join(set_specs(s, hub=self.hub)),
+                        w.digest,
+                        w.sheet.title,
+                        json.dumps(w.data, ensure_ascii=False),
+                        " ".join(w.sets),
                         pk,
                     )
-                    for pk, s, d, h, _, _ in updates
+                    for pk, w, _, _ in updates
                 ],
                 conn=tx,
             )
-            for pk, s, _, _, uri, kind in updates:
-                changes.append(Change(kind, pk, uri, s.local_id, stamp, s))
+            for pk, w, uri, kind in updates:
+                changes.append(Change(kind, pk, uri, w.sheet.local_id, stamp, w.sheet, w))
         if changes:
-            await self._write_derived(changes, tx)
+            await self._write_derived(changes, tx, fresh)
             for listener in self.listeners:
                 await listener(tx, changes)
         return results
@@ -227,17 +251,20 @@ class SheetStore:
                 await listener(tx, changes)
         return results
 
-    async def _write_derived(self, changes: Sequence[Change], tx: BaseDBAsyncClient) -> None:
-        """Set memberships and pre-rendered OAI metadata of changed sheets."""
-        pks = [(c.pk,) for c in changes]
-        await self.db.executemany("DELETE FROM sheet_set WHERE sheet_pk = ?", pks, conn=tx)
-        await self.db.executemany("DELETE FROM sheet_format WHERE sheet_pk = ?", pks, conn=tx)
+    async def _write_derived(
+        self, changes: Sequence[Change], tx: BaseDBAsyncClient, fresh: set[int] | None = None
+    ) -> None:
+        """Set memberships and pre-rendered OAI metadata of changed sheets (``fresh`` rows have none yet)."""
+        stale = [(c.pk,) for c in changes if not fresh or c.pk not in fresh]
+        await self.db.executemany("DELETE FROM sheet_set WHERE sheet_pk = ?", stale, conn=tx)
+        await self.db.executemany("DELETE FROM sheet_format WHERE sheet_pk = ?", stale, conn=tx)
         set_rows: list[tuple[int, str, int]] = []
         format_rows: list[tuple[int, str, str]] = []
         for c in changes:
             assert c.sheet is not None
-            set_rows.extend((c.pk, spec, c.stamp) for spec in set_specs(c.sheet, hub=self.hub))
-            format_rows.extend((c.pk, prefix, xml) for prefix, xml in render_formats(c.sheet).items())
+            w = c.write or _Write(c.sheet, sheet_to_dict(c.sheet), "", set_specs(c.sheet, hub=self.hub))
+            set_rows.extend((c.pk, spec, c.stamp) for spec in w.sets)
+            format_rows.extend((c.pk, prefix, xml) for prefix, xml in render_formats(c.sheet, data=w.data).items())
         await self.db.executemany("INSERT INTO sheet_set (sheet_pk, spec, stamp) VALUES (?, ?, ?)", set_rows, conn=tx)
         await self.db.executemany(
             "INSERT INTO sheet_format (sheet_pk, prefix, xml) VALUES (?, ?, ?)", format_rows, conn=tx
