@@ -70,6 +70,8 @@ class Database:
         self.url = normalise_url(url)
         self.dialect = "postgres" if self.url.startswith("postgres") else "sqlite"
         self._conn: BaseDBAsyncClient | None = None
+        self._stats_rows: float | None = None  # sheet rows when PostgreSQL statistics were last refreshed
+        self._grown = 0
 
     @property
     def conn(self) -> BaseDBAsyncClient:
@@ -125,6 +127,29 @@ class Database:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]], conn: BaseDBAsyncClient | None = None) -> None:
         if rows:
             await (conn or self.conn).execute_many(self.q(sql), [list(r) for r in rows])
+
+    async def keep_statistics(self, inserted: int, conn: BaseDBAsyncClient | None = None) -> None:
+        """Refresh PostgreSQL's planner statistics of the sheet tables while a bulk write grows them.
+
+        Autovacuum analyses a table only after commits; in the middle of a long import
+        (one transaction) or right after it, PostgreSQL still believes the table empty and
+        plans the id lookups as sequential scans, which made imports quadratic. ANALYZE
+        runs when the table is unanalysed and then each time it has doubled (it takes no
+        lock that blocks readers or writers). SQLite needs nothing of the kind.
+        """
+        if self.dialect != "postgres":
+            return
+        if self._stats_rows is None:
+            row = await self.fetchone("SELECT reltuples FROM pg_class WHERE relname = 'sheet'", conn=conn)
+            self._stats_rows = float(row["reltuples"]) if row else -1.0
+            if self._stats_rows < 0:  # never analysed
+                await self.execute("ANALYZE sheet, sheet_set, sheet_format", conn=conn)
+                self._stats_rows = 0.0
+        self._grown += inserted
+        if self._grown >= max(1000.0, self._stats_rows):
+            await self.execute("ANALYZE sheet, sheet_set, sheet_format", conn=conn)
+            self._stats_rows += self._grown
+            self._grown = 0
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[BaseDBAsyncClient]:

@@ -135,6 +135,7 @@ class SheetStore:
 
     async def _upsert_batch(self, sheets: Sequence[Sheet], tx: BaseDBAsyncClient) -> list[WriteResult]:
         stamp = self.now()
+        await self.db.keep_statistics(0, tx)
         existing = await self._existing([s.local_id for s in sheets], tx)
         inserts: list[_Write] = []
         updates: list[tuple[int, _Write, str, str]] = []
@@ -184,6 +185,7 @@ class SheetStore:
                 ],
                 conn=tx,
             )
+            await self.db.keep_statistics(len(inserts), tx)
             pks = await self._existing([w.sheet.local_id for w in inserts], tx)
             for w in inserts:
                 pk = int(pks[w.sheet.local_id]["pk_id"])
