@@ -116,3 +116,34 @@ class Setting(Model):
 
     class Meta:
         table = "setting"
+
+
+class HarvestState(Model):
+    """Checkpoint of the harvest of one (source, set, metadataPrefix) (ARCHITECTURE §2.9).
+
+    ``token`` is the resumption token of the next page of the run in progress (NULL when
+    no run is in progress); it is written in the same transaction as the records of the
+    page that carried it, so a crashed harvest resumes after the last committed page.
+    ``next_from`` is the responseDate of the first page of the last complete run: the
+    ``from`` of the next incremental run. ``generation`` moves on every checkpoint so a
+    second harvester of the same source cannot commit over the first one's pages.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=128)
+    set_spec = fields.CharField(max_length=128, default="")
+    prefix = fields.CharField(max_length=32)
+    base_url = fields.CharField(max_length=512)
+    token = fields.TextField(null=True)
+    run_started = fields.CharField(max_length=32, null=True)  # responseDate of the run in progress
+    run_pages = fields.IntField(default=0)
+    next_from = fields.CharField(max_length=32, null=True)
+    last_complete = fields.BigIntField(null=True)  # UTC epoch seconds
+    last_error = fields.TextField(null=True)
+    last_error_at = fields.BigIntField(null=True)
+    generation = fields.BigIntField(default=0)
+    updated = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "harvest_state"
+        unique_together = (("source", "set_spec", "prefix"),)

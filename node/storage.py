@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -386,3 +386,31 @@ class SheetStore:
             "SELECT local_id FROM sheet WHERE source = ? AND deleted = ?", [self.source, False], conn=conn
         )
         return {str(r["local_id"]) for r in rows}
+
+    # ------------------------------------------------------------------ provenance (harvested sheets)
+
+    async def provenance_of(self, local_ids: Sequence[str], *, conn: BaseDBAsyncClient) -> dict[str, dict[str, Any]]:
+        """Stored provenance (decoded JSON) of the given sheets of this source, tombstones included."""
+        found: dict[str, dict[str, Any]] = {}
+        ids = list(dict.fromkeys(local_ids))
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self.db.fetch(
+                f"SELECT local_id, provenance FROM sheet WHERE source = ? AND local_id IN ({marks})"
+                " AND provenance IS NOT NULL",
+                [self.source, *chunk],
+                conn=conn,
+            )
+            for row in rows:
+                found[str(row["local_id"])] = json.loads(row["provenance"])
+        return found
+
+    async def set_provenance(self, items: Mapping[str, Mapping[str, Any]], *, tx: BaseDBAsyncClient) -> None:
+        """Write the provenance of existing rows (sheets or tombstones) of this source, in the caller's
+        transaction. It is bookkeeping: the stamp, the content and the listeners are left alone."""
+        await self.db.executemany(
+            "UPDATE sheet SET provenance = ? WHERE source = ? AND local_id = ?",
+            [(json.dumps(dict(p), ensure_ascii=False, sort_keys=True), self.source, k) for k, p in items.items()],
+            conn=tx,
+        )
