@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import web
 
 from essaim.settings import Settings
+from federation.app import setup_federation
 from node.auth import SessionSigner
 from node.context import NODE, NodeContext
 from node.db import Database
@@ -171,6 +172,7 @@ def build_app(settings: Settings, *, migrate: bool = True) -> web.Application:
         await db.close()
 
     app.cleanup_ctx.append(database)
+    setup_federation(app, settings, outbound_config(settings))  # after database: it needs app[NODE]
     app.add_routes(api.routes)
     app.add_routes(admin.routes)
     app.add_routes(public.routes)

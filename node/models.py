@@ -147,3 +147,113 @@ class HarvestState(Model):
     class Meta:
         table = "harvest_state"
         unique_together = (("source", "set_spec", "prefix"),)
+
+
+class ApActivity(Model):
+    """An activity of our outbox (or an Accept / Follow we sent), served at its id."""
+
+    id = fields.BigIntField(primary_key=True)
+    uri = fields.CharField(max_length=512, unique=True)
+    kind = fields.CharField(max_length=32)
+    object_uri = fields.CharField(max_length=512, null=True)
+    public = fields.BooleanField(default=True)  # listed in the outbox (Accept / Follow are not)
+    payload = fields.TextField()  # JSON
+    created = fields.BigIntField()
+
+    class Meta:
+        table = "ap_activity"
+
+
+class ApDelivery(Model):
+    """One POST of an activity to one inbox; the queue of the delivery worker."""
+
+    id = fields.BigIntField(primary_key=True)
+    activity_id = fields.BigIntField()
+    inbox = fields.CharField(max_length=512)
+    host = fields.CharField(max_length=255)
+    status = fields.CharField(max_length=16, default="pending")  # pending | done | failed
+    attempts = fields.IntField(default=0)
+    next_attempt = fields.BigIntField(default=0)
+    created = fields.BigIntField()
+    last_error = fields.TextField(null=True)
+
+    class Meta:
+        table = "ap_delivery"
+        unique_together = (("activity_id", "inbox"),)
+        indexes = (Index(fields=("status", "next_attempt"), name="ap_delivery_due"),)
+
+
+class ApFollower(Model):
+    """A remote actor following the node actor (``status``: accepted | pending)."""
+
+    id = fields.BigIntField(primary_key=True)
+    actor = fields.CharField(max_length=512, unique=True)
+    inbox = fields.CharField(max_length=512)
+    shared_inbox = fields.CharField(max_length=512, null=True)
+    follow_id = fields.CharField(max_length=512)
+    follow = fields.TextField()  # JSON of the Follow, embedded in the Accept
+    status = fields.CharField(max_length=16, default="accepted")
+    created = fields.BigIntField()
+
+    class Meta:
+        table = "ap_follower"
+
+
+class ApFollowing(Model):
+    """A remote actor the node actor follows (``status``: pending | accepted | rejected)."""
+
+    id = fields.BigIntField(primary_key=True)
+    actor = fields.CharField(max_length=512, unique=True)
+    follow_id = fields.CharField(max_length=512, unique=True)
+    status = fields.CharField(max_length=16, default="pending")
+    created = fields.BigIntField()
+
+    class Meta:
+        table = "ap_following"
+
+
+class ApRemoteActor(Model):
+    """Cache of a remote actor's public key and inboxes (re-fetched once when a signature fails)."""
+
+    id = fields.BigIntField(primary_key=True)
+    key_id = fields.CharField(max_length=512, unique=True)
+    actor = fields.CharField(max_length=512)
+    public_key_pem = fields.TextField()
+    inbox = fields.CharField(max_length=512, null=True)
+    shared_inbox = fields.CharField(max_length=512, null=True)
+    username = fields.CharField(max_length=255, null=True)
+    fetched = fields.BigIntField()
+
+    class Meta:
+        table = "ap_remote_actor"
+
+
+class ApInbox(Model):
+    """An activity received and verified (signature, signer = actor, object on the actor's host)."""
+
+    id = fields.BigIntField(primary_key=True)
+    uri = fields.CharField(max_length=512, unique=True)
+    actor = fields.CharField(max_length=512)
+    kind = fields.CharField(max_length=32)
+    object_uri = fields.CharField(max_length=512, null=True)
+    payload = fields.TextField()  # JSON
+    received = fields.BigIntField()
+
+    class Meta:
+        table = "ap_inbox"
+
+
+class ApMessage(Model):
+    """A reply (``Create(Note)`` with ``inReplyTo`` one of our sheets), kept for the admin."""
+
+    id = fields.BigIntField(primary_key=True)
+    uri = fields.CharField(max_length=512, unique=True)
+    actor = fields.CharField(max_length=512)
+    in_reply_to = fields.CharField(max_length=512)
+    content = fields.TextField(default="")
+    payload = fields.TextField()  # JSON
+    received = fields.BigIntField()
+    read = fields.BooleanField(default=False)
+
+    class Meta:
+        table = "ap_message"

@@ -1,0 +1,53 @@
+"""Wiring of federation into the node app: routes, the sheet negotiation middleware, the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from essaim.settings import Settings
+from federation.delivery import DeliveryWorker
+from federation.http import routes, sheet_negotiation
+from federation.outbox import make_listener
+from federation.service import FEDERATION, Federation
+from node.context import NODE
+from node.keys import ensure_actor_key
+from node.outbound import OutboundClient, OutboundConfig
+
+WORKER = web.AppKey("federation_worker", DeliveryWorker)
+
+
+def setup_federation(app: web.Application, settings: Settings, outbound: OutboundConfig) -> None:
+    """Call after the ``cleanup_ctx`` that opens the database (this one needs ``app[NODE]``)."""
+    if not settings.federation.enabled:
+        return
+    app.middlewares.append(sheet_negotiation)
+    app.add_routes(routes)
+
+    async def federation(app: web.Application) -> AsyncIterator[None]:
+        ctx = app[NODE]
+        private_pem, public_pem = ensure_actor_key(settings.data_path)
+        client = OutboundClient(outbound)
+        fed = Federation(
+            settings=settings,
+            db=ctx.db,
+            client=client,
+            private_pem=private_pem.decode("ascii"),
+            public_pem=public_pem.decode("ascii"),
+        )
+        app[FEDERATION] = fed
+        ctx.store.listeners.append(make_listener(fed, ctx.store.source))
+        worker = DeliveryWorker(fed)
+        app[WORKER] = worker
+        task = asyncio.create_task(worker.run(), name="federation-delivery")
+        yield
+        await worker.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+
+    app.cleanup_ctx.append(federation)

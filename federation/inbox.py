@@ -1,0 +1,205 @@
+"""Inbox (per actor and shared): size limit, parse, verify, persist, then act; answers 202.
+
+Order of the checks, each refusing with nothing persisted: body size (413), JSON
+(400), HTTP signature, draft-cavage or RFC 9421 (the key fetched by a signed GET,
+the cache re-fetched once on a mismatch; Date window; Digest, algorithm name
+case-insensitive) (401), the activity itself (ids on the actor's host: 403), the
+signer's key owner = the activity's actor (401).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from federation.service import FEDERATION, Federation
+from protocol.activitypub import parser as ap
+from protocol.activitypub.activities import accept_activity
+from protocol.activitypub.errors import ActivityPubError, ActorMismatch, SignatureMismatch, SignatureRejected
+from protocol.activitypub.signatures import prepare_verification
+
+log = logging.getLogger("essaim.federation.inbox")
+
+
+def _reject(fed: Federation, request: web.Request, status: int, reason: str) -> web.Response:
+    fed.count("inbox_rejected_total")
+    log.warning(
+        "inbox rejected", extra={"event": "inbox.rejected", "status": status, "reason": reason, "path": request.path}
+    )
+    return web.json_response({"error": reason}, status=status)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = await request.content.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+async def inbox(request: web.Request) -> web.Response:
+    fed = request.app[FEDERATION]
+    body = await _read_body(request, fed.conf.max_inbox_body)
+    if body is None:
+        return _reject(fed, request, 413, f"body larger than {fed.conf.max_inbox_body} bytes")
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return _reject(fed, request, 400, "body is not JSON")
+    if not isinstance(document, dict):
+        return _reject(fed, request, 400, "an activity must be a JSON object")
+    target = fed.base_url + request.path_qs
+    now = datetime.fromtimestamp(fed.clock(), UTC)
+    try:
+        pending = prepare_verification("POST", target, request.headers.items(), body, now=now, policy=fed.policy())
+        try:
+            key = await fed.remote_key(pending.key_id)
+            try:
+                pending.verify(key.pem)
+            except SignatureMismatch:  # keys rotate: re-fetch once
+                key = await fed.remote_key(pending.key_id, refresh=True)
+                pending.verify(key.pem)
+        except SignatureRejected:
+            if _deletes_itself(document):  # a deleted actor's key is gone (410): nothing to do
+                return web.Response(status=202)
+            raise
+        claimed = document.get("actor")
+        claimed = claimed.get("id") if isinstance(claimed, dict) else claimed
+        if claimed != key.owner:  # before anything else is believed (Mastodon CVE-2024-23832)
+            raise ActorMismatch(f"signed by {key.owner}, but the actor is {claimed!r}")
+        activity = ap.parse_activity(document)
+    except ActivityPubError as exc:
+        return _reject(fed, request, exc.http_status, f"{type(exc).__name__}: {exc}")
+    if isinstance(activity, ap.Unsupported):
+        log.info("inbox ignored", extra={"event": "inbox.ignored", "type": activity.type, "reason": activity.reason})
+        return web.Response(status=202)
+    async with fed.db.transaction() as tx:
+        if not await _persist(fed, activity, document, tx):
+            return web.Response(status=202)  # a repeat: already handled
+        await handle(fed, activity, document, key, tx)
+    fed.count("inbox_accepted_total")
+    return web.Response(status=202)
+
+
+def _deletes_itself(document: dict[str, Any]) -> bool:
+    obj = document.get("object")
+    obj_id = obj.get("id") if isinstance(obj, dict) else obj
+    return document.get("type") == "Delete" and isinstance(obj_id, str) and obj_id == document.get("actor")
+
+
+async def _persist(fed: Federation, activity: Any, document: dict[str, Any], tx: Any) -> bool:
+    if await fed.db.fetchone("SELECT id FROM ap_inbox WHERE uri = ?", [activity.id], conn=tx):
+        return False
+    obj = document.get("object")
+    object_uri = obj.get("id") if isinstance(obj, dict) else obj
+    await fed.db.execute(
+        "INSERT INTO ap_inbox (uri, actor, kind, object_uri, payload, received) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            activity.id,
+            activity.actor,
+            str(document.get("type"))[:32],
+            object_uri if isinstance(object_uri, str) else None,
+            json.dumps(document, ensure_ascii=False),
+            fed.now(),
+        ],
+        conn=tx,
+    )
+    return True
+
+
+async def handle(fed: Federation, activity: Any, document: dict[str, Any], key: Any, tx: Any) -> None:
+    db = fed.db
+    if isinstance(activity, ap.Follow):
+        if activity.object != fed.actor_id:
+            return
+        inbox = key.inbox
+        shared = key.shared_inbox
+        if inbox is None:
+            inbox, shared = await fed.actor_inboxes(activity.actor)
+        status = "pending" if fed.conf.manually_approves_followers else "accepted"
+        await db.execute("DELETE FROM ap_follower WHERE actor = ?", [activity.actor], conn=tx)
+        await db.execute(
+            "INSERT INTO ap_follower (actor, inbox, shared_inbox, follow_id, follow, status, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [activity.actor, inbox, shared, activity.id, json.dumps(document), status, fed.now()],
+            conn=tx,
+        )
+        if status == "accepted":
+            await send_accept(fed, document, inbox, tx)
+    elif isinstance(activity, ap.UndoFollow):
+        await db.execute(
+            "DELETE FROM ap_follower WHERE actor = ? AND (follow_id = ? OR ? = ?)",
+            [activity.actor, activity.follow_id, activity.object or "", fed.actor_id],
+            conn=tx,
+        )
+    elif isinstance(activity, ap.Accept | ap.Reject):
+        status = "accepted" if isinstance(activity, ap.Accept) else "rejected"
+        await db.execute(
+            "UPDATE ap_following SET status = ? WHERE actor = ? AND follow_id = ?",
+            [status, activity.actor, activity.follow_id],
+            conn=tx,
+        )
+    elif isinstance(activity, ap.DeleteActor):
+        for table in ("ap_follower", "ap_following", "ap_remote_actor"):
+            await db.execute(f"DELETE FROM {table} WHERE actor = ?", [activity.actor], conn=tx)
+    elif isinstance(activity, ap.UpdateActor):
+        if activity.key_id and activity.public_key_pem:
+            await db.execute(
+                "UPDATE ap_remote_actor SET public_key_pem = ?, inbox = COALESCE(?, inbox),"
+                " shared_inbox = COALESCE(?, shared_inbox), fetched = ? WHERE key_id = ? AND actor = ?",
+                [
+                    activity.public_key_pem,
+                    activity.inbox,
+                    activity.shared_inbox,
+                    fed.now(),
+                    activity.key_id,
+                    activity.actor,
+                ],
+                conn=tx,
+            )
+        if activity.inbox:
+            await db.execute(
+                "UPDATE ap_follower SET inbox = ?, shared_inbox = ? WHERE actor = ?",
+                [activity.inbox, activity.shared_inbox, activity.actor],
+                conn=tx,
+            )
+    elif isinstance(activity, ap.Reply):
+        reply_to = activity.object.in_reply_to or ""
+        if reply_to.startswith(f"{fed.base_url}/sheets/"):
+            await db.execute(
+                "INSERT INTO ap_message (uri, actor, in_reply_to, content, payload, received, read)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    activity.object.id,
+                    activity.actor,
+                    reply_to,
+                    activity.object.content or "",
+                    json.dumps(document, ensure_ascii=False),
+                    fed.now(),
+                    False,
+                ],
+                conn=tx,
+            )
+    # Create / Update / Delete / Announce of content: kept in ap_inbox (persisted above).
+
+
+async def send_accept(fed: Federation, follow: dict[str, Any], inbox: str, tx: Any) -> None:
+    accept = accept_activity(follow, activity_id=fed.new_activity_id(), actor_id=fed.actor_id)
+    pk = await fed.record_activity(accept, conn=tx, public=False)
+    await fed.enqueue(pk, [inbox], conn=tx)
+
+
+async def approve_follower(fed: Federation, actor: str) -> bool:
+    """Accept a pending follower (manual approval)."""
+    async with fed.db.transaction() as tx:
+        row = await fed.db.fetchone(
+            "SELECT inbox, follow FROM ap_follower WHERE actor = ? AND status = 'pending'", [actor], conn=tx
+        )
+        if row is None:
+            return False
+        await fed.db.execute("UPDATE ap_follower SET status = 'accepted' WHERE actor = ?", [actor], conn=tx)
+        await send_accept(fed, json.loads(row["follow"]), str(row["inbox"]), tx)
+    return True
