@@ -316,6 +316,137 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return status
 
 
+# ---------------------------------------------------------------------- hub (harvested sources)
+
+
+def _when(epoch: Any) -> str:
+    if not epoch:
+        return "-"
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(int(epoch)))
+
+
+def _source_summary(row: dict[str, Any]) -> dict[str, Any]:
+    stats = json.loads(row["last_stats"]) if row.get("last_stats") else {}
+    return {
+        "key": row["key"],
+        "name": row["name"],
+        "base_url": row["base_url"],
+        "kind": row["kind"],
+        "prefix": row["prefix"],
+        "set": row["set_spec"] or None,
+        "interval": int(row["interval"]),
+        "enabled": bool(row["enabled"]),
+        "last_run": row["last_run"],
+        "stats": stats,
+        "last_error": row["last_error"],
+        "next_run": row["next_run"],
+        "running_by": row["running_by"],
+    }
+
+
+def cmd_hub_sources(args: argparse.Namespace) -> int:
+    from essaim.hub import open_hub
+    from harvesting.hub import SourceError
+    from harvesting.transport import HarvestError
+
+    settings = _settings(args)
+    action = args.sources_command
+
+    async def work(db: Any) -> Any:
+        async with open_hub(settings, db) as hub:
+            if action == "add":
+                interval = args.every or settings.hub.harvest_interval
+                return await hub.register(args.url, name=args.name, prefix=args.prefix, interval=interval, key=args.key)
+            if action == "remove":
+                return await hub.registry.remove(args.key)
+            return await hub.registry.all()
+
+    try:
+        result = asyncio.run(_with_db(settings, work))
+    except (SourceError, HarvestError) as exc:
+        raise CliError(str(exc)) from None
+    if action == "add":
+        where = f"{result['base_url']}, {result['prefix']}"
+        print(f"added {result['key']}: {result['name']} ({where}), every {result['interval']} s")
+    elif action == "remove":
+        if not result:
+            raise CliError(f"no source {args.key!r}")
+        print(f"removed {args.key} (its harvested sheets stay on the hub)")
+    elif args.json:
+        print(json.dumps([_source_summary(r) for r in result], ensure_ascii=False, indent=2))
+    else:
+        header = tuple("key|name|last run|added|updated|deleted|rejected|errors|duration|next run".split("|"))
+        lines = [header]
+        for row in result:
+            s = _source_summary(row)["stats"]
+            lines.append(
+                (
+                    row["key"],
+                    row["name"][:40],
+                    _when(row["last_run"]),
+                    *(str(s.get(k, "-")) for k in ("added", "updated", "deleted", "rejected")),
+                    str(len(s["errors"])) if "errors" in s else "-",
+                    f"{s['duration']:.1f}s" if "duration" in s else "-",
+                    "running" if row["running_by"] else _when(row["next_run"]) if row["enabled"] else "disabled",
+                )
+            )
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        for line in lines:
+            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_hub_harvest(args: argparse.Namespace) -> int:
+    from essaim.hub import open_hub
+    from harvesting.hub import SourceError, stats_dict
+
+    settings = _settings(args)
+    if not args.key and not args.all:
+        raise CliError("name a source KEY, or --all")
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    bars: dict[str, Any] = {}
+
+    def on_page(key: str, page: Any) -> None:
+        from tqdm import tqdm
+
+        bar = bars.get(key)
+        if bar is None:
+            bar = bars[key] = tqdm(desc=key, unit=" records", file=sys.stderr, dynamic_ncols=True)
+        if page.complete_size is not None:
+            bar.total = page.complete_size
+        bar.update(len(page.records))
+
+    async def work(db: Any) -> Any:
+        async with open_hub(settings, db) as hub:
+            hook = on_page if show else None
+            if args.all:
+                return await hub.harvest_all(hook)
+            return [await hub.harvest_now(args.key, hook)]
+
+    try:
+        results = asyncio.run(_with_db(settings, work))
+    except SourceError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        for bar in bars.values():
+            bar.close()
+    failed = 0
+    for stats in results:
+        data = stats_dict(stats)
+        failed += 0 if stats.ok else 1
+        if args.json:
+            print(json.dumps({"source": stats.source, **data}, ensure_ascii=False))
+        else:
+            print(
+                f"{stats.source}: {stats.pages} pages, {stats.added} added, {stats.updated} updated,"
+                f" {stats.deleted} deleted, {stats.rejected} rejected, {len(stats.errors)} errors"
+                f" in {stats.duration:.1f}s" + ("" if stats.ok else f" ({'; '.join(stats.errors)})")
+            )
+    return 1 if failed else 0
+
+
 # ---------------------------------------------------------------------- demo
 
 
@@ -400,10 +531,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", parents=[common], help="effective settings and database pragmas as JSON")
     p.set_defaults(func=cmd_doctor)
 
+    hub = sub.add_parser("hub", help="the hub: harvested sources").add_subparsers(dest="hub_command", required=True)
+    sources = hub.add_parser("sources", help="the sources the hub harvests").add_subparsers(
+        dest="sources_command", required=True
+    )
+    p = sources.add_parser("add", parents=[common], help="check an OAI-PMH endpoint (an Essaim node) and add it")
+    p.add_argument("url", help="the node's URL (or its /oai endpoint)")
+    p.add_argument("--name", help="display name (default: the repositoryName of Identify)")
+    p.add_argument("--every", type=int, help="seconds between harvests (default: [hub] harvest_interval)")
+    p.add_argument("--prefix", help="metadataPrefix (default: essaim when offered, else oai_dc)")
+    p.add_argument("--key", help="source key (default: from the name)")
+    p.set_defaults(func=cmd_hub_sources)
+    p = sources.add_parser("list", parents=[common], help="sources and their last run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_hub_sources)
+    p = sources.add_parser("remove", parents=[common], help="forget a source (its sheets stay)")
+    p.add_argument("key")
+    p.set_defaults(func=cmd_hub_sources)
+    p = hub.add_parser("harvest", parents=[common], help="harvest a source (or --all) now")
+    p.add_argument("key", nargs="?")
+    p.add_argument("--all", action="store_true", help="every enabled source")
+    p.add_argument("--json", action="store_true", help="one JSON line of stats per source")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: on a terminal)"
+    )
+    p.set_defaults(func=cmd_hub_harvest)
+
     p = sub.add_parser("demo", parents=[common], help="set up demo data and serve it (the README's main command)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--count", type=int, default=400, help="generated sheets")
-    p.add_argument("--no-serve", action="store_true", help="prepare only")
+    p.add_argument("--count", type=int, default=300, help="generated sheets per demo node")
+    p.add_argument("--no-serve", action="store_true", help="prepare and harvest, then stop (no server)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("demo-data", help="generate plausible French demo sheets (JSON lines)")

@@ -67,6 +67,16 @@ class AdminSettings:
 
 
 @dataclass
+class HubSettings:
+    harvest_interval: int = 3600  # default seconds between two harvests of a source
+    workers: int = 2  # sources harvested at once by this hub process
+    page_size: int = 100  # not sent (OAI-PMH lets the provider choose); kept for providers' hints
+    poll: float = 5.0  # seconds between two looks for due sources
+    claim_ttl: int = 1800  # a claim lapses after this many seconds (a crashed worker's source frees itself)
+    scheduler: bool = True  # run the scheduler inside ``essaim node serve`` when role = hub
+
+
+@dataclass
 class FederationSettings:
     enabled: bool = True  # ActivityPub: discovery, actor, inbox, outbox, delivery worker
     manually_approves_followers: bool = False
@@ -106,6 +116,7 @@ class Settings:
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     geo: GeoSettings = field(default_factory=GeoSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    hub: HubSettings = field(default_factory=HubSettings)
     federation: FederationSettings = field(default_factory=FederationSettings)
     config_file: str = ""  # where these settings were read from (informational)
 

@@ -149,6 +149,37 @@ class HarvestState(Model):
         unique_together = (("source", "set_spec", "prefix"),)
 
 
+class HarvestSource(Model):
+    """A source the hub harvests (``essaim hub sources``), and the scheduler's claim on it.
+
+    ``kind`` is ``essaim`` for an Essaim node (native ``essaim`` metadata) or ``oai`` for
+    any other OAI-PMH 2.0 provider (``oai_dc``). ``next_run`` is when the scheduler runs
+    it next (UTC epoch seconds); ``running_by`` / ``claimed_until`` are the claim of the
+    worker harvesting it, which lapses by itself if that worker dies.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    key = fields.CharField(max_length=128, unique=True)  # the ``source`` column of harvested sheets
+    base_url = fields.CharField(max_length=512)
+    kind = fields.CharField(max_length=16, default="essaim")
+    prefix = fields.CharField(max_length=32, default="essaim")
+    set_spec = fields.CharField(max_length=128, default="")
+    name = fields.CharField(max_length=255, default="")
+    granularity = fields.CharField(max_length=16, default="seconds")
+    interval = fields.IntField(default=3600)  # seconds between runs
+    enabled = fields.BooleanField(default=True)
+    next_run = fields.BigIntField(default=0)
+    last_run = fields.BigIntField(null=True)
+    last_stats = fields.TextField(null=True)  # JSON of the last run's HarvestStats
+    last_error = fields.TextField(null=True)
+    running_by = fields.CharField(max_length=128, null=True)
+    claimed_until = fields.BigIntField(default=0)
+    created = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "harvest_source"
+
+
 class ApActivity(Model):
     """An activity of our outbox (or an Accept / Follow we sent), served at its id."""
 

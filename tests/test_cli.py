@@ -332,13 +332,14 @@ def test_demo_prepares_a_browsable_node(capsys, tmp_path):
     data = tmp_path / "demo"
     code, out, err = run(capsys, "demo", "--no-serve", "--count", "5", "--port", "8123", "--data-dir", str(data))
     assert code == 0, err
-    assert "admin:            http://127.0.0.1:8123/admin" in out
-    assert with_db(data, lambda db: db.fetchone("SELECT COUNT(*) AS n FROM sheet"))["n"] >= 5
-    assert with_db(data, lambda db: authenticate(db, DEMO_EMAIL, DEMO_PASSWORD)) > 0
+    assert "node admin:       http://127.0.0.1:8124/admin" in out  # the hub on 8123, nodes on 8124-8126
+    node = data / "node-1"
+    assert with_db(node, lambda db: db.fetchone("SELECT COUNT(*) AS n FROM sheet"))["n"] >= 5
+    assert with_db(node, lambda db: authenticate(db, DEMO_EMAIL, DEMO_PASSWORD)) > 0
     # Idempotent: a second run changes nothing.
     code, out, _ = run(capsys, "demo", "--no-serve", "--count", "5", "--port", "8123", "--data-dir", str(data))
     assert code == 0
-    assert " 0 were created, 0 updated" in out
+    assert out.count(" 0 were created, 0 updated") == 3
 
 
 def test_demo_data(capsys, tmp_path):
