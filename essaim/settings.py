@@ -96,6 +96,9 @@ class FederationSettings:
     workers: int = 8  # concurrent deliveries in all
     page_size: int = 20  # items per outbox / followers page
     featured: int = 10  # recent sheets in the featured collection
+    feeds: list[str] = field(default_factory=list)  # theme codes with their own feed actor; ["*"] = every theme
+    unavailable_after: int = 7 * 86_400  # seconds of failures in a row before a host is marked unavailable
+    probe_interval: int = 3600  # seconds between two probe deliveries to an unavailable host
 
 
 @dataclass

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from essaim.settings import Settings
+from federation import admin
 from federation.delivery import DeliveryWorker
 from federation.http import routes, sheet_negotiation
+from federation.metrics import metrics_source
 from federation.outbox import make_listener
 from federation.service import FEDERATION, Federation
 from node.context import NODE
@@ -26,6 +28,7 @@ def setup_federation(app: web.Application, settings: Settings, outbound: Outboun
         return
     app.middlewares.append(sheet_negotiation)
     app.add_routes(routes)
+    app.add_routes(admin.routes)
 
     async def federation(app: web.Application) -> AsyncIterator[None]:
         ctx = app[NODE]
@@ -40,6 +43,8 @@ def setup_federation(app: web.Application, settings: Settings, outbound: Outboun
         )
         app[FEDERATION] = fed
         ctx.store.listeners.append(make_listener(fed, ctx.store.source))
+        ctx.metrics.append(metrics_source(fed))
+        ctx.extra["federation_nav"] = True
         worker = DeliveryWorker(fed)
         app[WORKER] = worker
         task = asyncio.create_task(worker.run(), name="federation-delivery")

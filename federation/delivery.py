@@ -5,18 +5,26 @@ UPDATE, so two workers never take the same row; a crashed worker's claim lapses)
 Every attempt is signed afresh (draft-cavage ``rsa-sha256`` over ``(request-target)
 host date digest``) and POSTed through the outbound client. Failures back off
 exponentially with jitter, honour ``Retry-After`` (capped), and give up after
-``max_attempts`` or ``max_age``; a 4xx other than 408/429 is final.
+``max_attempts`` or ``max_age``; a 4xx other than 408/429 is final. Each host's
+health is tracked (:mod:`federation.health`): deliveries to a host unavailable for
+days are paused, one probe at a time, until it answers again.
+
+Successes are written in batches (one transaction every few milliseconds instead of
+one per delivery): a crash between a POST and its flush re-delivers that activity,
+which receivers de-duplicate by its id (at-least-once, never lost).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections import defaultdict
 from typing import Any
 
+from federation.health import DomainHealth
 from federation.service import Federation
 from node.outbound import OutboundError, OutboundHTTPError, parse_retry_after
 
@@ -33,8 +41,16 @@ class DeliveryWorker:
         self._all = asyncio.Semaphore(fed.conf.workers)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self.health = DomainHealth(
+            fed.db, unavailable_after=fed.conf.unavailable_after, probe_interval=fed.conf.probe_interval
+        )
+        fed.health = self.health
+        self._done: list[int] = []
+        self._flushed = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        await self.health.load()
         while not self._stopping:
             try:
                 claimed = await self.claim()
@@ -49,6 +65,9 @@ class DeliveryWorker:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.fed.conf.poll)
+            elif len(self._tasks) >= 4 * self.fed.conf.workers:
+                # enough claimed work in flight: wait for some of it rather than claiming further ahead
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -56,53 +75,120 @@ class DeliveryWorker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._flush()
 
-    async def claim(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def claim(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Due deliveries to available hosts, plus one probe per unavailable host whose probe is due."""
         fed, db = self.fed, self.fed.db
         now = fed.now()
-        rows = await db.fetch(
+        select = (
             "SELECT d.id, d.inbox, d.host, d.attempts, d.created, d.next_attempt, a.payload FROM ap_delivery d"
-            " JOIN ap_activity a ON a.id = d.activity_id"
-            " WHERE d.status = 'pending' AND d.next_attempt <= ? ORDER BY d.next_attempt, d.id LIMIT ?",
-            [now, limit],
+            " JOIN ap_activity a ON a.id = d.activity_id WHERE d.status = 'pending'"
         )
+        rows = await db.fetch(
+            select + " AND d.next_attempt <= ? AND NOT EXISTS"
+            " (SELECT 1 FROM ap_domain h WHERE h.host = d.host AND h.available = ?)"
+            " ORDER BY d.next_attempt, d.id LIMIT ?",
+            [now, False, limit],
+        )
+        for host in await self.health.probes_due(now):
+            await self._expire_paused(host, now)
+            rows += await db.fetch(select + " AND d.host = ? ORDER BY d.next_attempt, d.id LIMIT 1", [host])
         claimed = []
-        for row in rows:
-            taken = await db.execute(
-                "UPDATE ap_delivery SET next_attempt = ? WHERE id = ? AND status = 'pending' AND next_attempt = ?",
-                [now + fed.conf.lease, row["id"], row["next_attempt"]],
-            )
-            if taken:
-                claimed.append(row)
+        async with db.transaction() as tx:  # one commit for the whole batch
+            for row in rows:
+                taken = await db.execute(
+                    "UPDATE ap_delivery SET next_attempt = ? WHERE id = ? AND status = 'pending' AND next_attempt = ?",
+                    [now + fed.conf.lease, row["id"], row["next_attempt"]],
+                    conn=tx,
+                )
+                if taken:
+                    claimed.append(row)
         return claimed
+
+    async def _expire_paused(self, host: str, now: int) -> None:
+        """Paused deliveries still follow the give-up rule on age."""
+        expired = await self.fed.db.execute(
+            "UPDATE ap_delivery SET status = 'failed', last_error = ? WHERE host = ? AND status = 'pending'"
+            " AND created < ?",
+            ["host unavailable past max_age", host, now - self.fed.conf.max_age],
+        )
+        if expired:
+            self.fed.count("delivery_failed_total", expired)
+            log.warning("delivery.failed", extra={"event": "delivery.failed", "host": host, "expired": expired})
+
+    async def _flush(self) -> None:
+        done, self._done = self._done, []
+        if not done:
+            return
+        async with self.fed.db.transaction() as tx:
+            for start in range(0, len(done), 500):
+                chunk = done[start : start + 500]
+                await self.fed.db.execute(
+                    "UPDATE ap_delivery SET status = 'done', attempts = attempts + 1, last_error = NULL"
+                    f" WHERE id IN ({', '.join('?' for _ in chunk)})",
+                    chunk,
+                    conn=tx,
+                )
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(0.05)
+        self._flusher = None
+        try:
+            await self._flush()
+        except Exception:
+            log.exception("delivery flush failed", extra={"event": "delivery.error"})
+
+    def _succeeded(self, row_id: int) -> None:
+        self._done.append(row_id)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_soon())
+
+    def _signer_key(self, payload: str) -> str:
+        try:
+            actor = json.loads(payload).get("actor")
+        except ValueError:
+            actor = None
+        local = self.fed.local_actor(actor if isinstance(actor, str) else None)
+        return local.key_id if local is not None else self.fed.key_id
 
     async def _attempt(self, row: dict[str, Any]) -> None:
         fed = self.fed
         async with self._all, self._hosts[str(row["host"])]:
-            body = str(row["payload"]).encode("utf-8")
-            inbox = str(row["inbox"])
-            headers = {"Content-Type": "application/activity+json", **fed.signed_headers("POST", inbox, body)}
+            payload = str(row["payload"])
+            body = payload.encode("utf-8")
+            inbox, host = str(row["inbox"]), str(row["host"])
+            key_id = self._signer_key(payload)
+            headers = {"Content-Type": "application/activity+json", **fed.signed_headers("POST", inbox, body, key_id)}
             retry_after: float | None = None
             final = False
+            host_fault: bool | None = True  # no answer or a 5xx: the host's health suffers; a 4xx is an answer
             try:
                 await fed.client.post(inbox, data=body, headers=headers, max_bytes=64 * 1024)
             except OutboundHTTPError as exc:
                 error = f"HTTP {exc.status}"
                 retry_after = parse_retry_after(exc.headers.get("Retry-After"), cap=fed.conf.retry_after_cap)
                 final = 400 <= exc.status < 500 and exc.status not in _RETRYABLE_4XX
+                host_fault = exc.status >= 500
             except OutboundError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:500]
             except Exception as exc:  # never lose the row to a bug: it is retried later
                 log.exception("delivery crashed", extra={"event": "delivery.error", "inbox": inbox})
                 error = f"{type(exc).__name__}: {exc}"[:500]
+                host_fault = None  # our bug says nothing about the host
             else:
-                await fed.db.execute(
-                    "UPDATE ap_delivery SET status = 'done', attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                    [row["id"]],
-                )
+                self._succeeded(int(row["id"]))
                 fed.count("deliveries_done_total")
-                log.info("delivered", extra={"event": "delivery.done", "inbox": inbox})
+                if await self.health.succeeded(host, fed.now()):
+                    self.wake.set()  # its paused deliveries are due again
+                log.debug("delivered", extra={"event": "delivery.done", "inbox": inbox})
                 return
+            if host_fault:
+                await self.health.failed(host, fed.now(), error)
+            elif host_fault is False:
+                await self.health.succeeded(host, fed.now())
             await self._failed(row, error, retry_after, final)
 
     async def _failed(self, row: dict[str, Any], error: str, retry_after: float | None, final: bool) -> None:

@@ -6,11 +6,13 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp_jinja2
 from aiohttp import web
 
 import essaim
+from federation.actors import LocalActor
 from federation.inbox import inbox
-from federation.outbox import followers_page, note_of, outbox_page
+from federation.outbox import featured_uris, followers_page, note_of, outbox_page
 from federation.service import FEDERATION, Federation
 from node.context import NODE
 from protocol.activitypub import discovery
@@ -20,6 +22,7 @@ from protocol.activitypub.activities import (
     service_actor,
     tombstone,
 )
+from protocol.activitypub.context import context_document
 from protocol.activitypub.errors import WebFingerError
 from protocol.sheet import Sheet, Tombstone
 
@@ -49,15 +52,15 @@ def wants_activity_json(request: web.Request) -> bool:
 @routes.get("/.well-known/webfinger")
 async def webfinger(request: web.Request) -> web.Response:
     fed = request.app[FEDERATION]
+    actors = {local.username: local for local in fed.local_actors()}
     try:
         username = discovery.parse_webfinger_resource(
-            request.query.get("resource"), host=fed.host, actors={fed.username: fed.actor_id}
+            request.query.get("resource"), host=fed.host, actors={name: a.id for name, a in actors.items()}
         )
     except WebFingerError as exc:
         return web.json_response({"error": str(exc)}, status=exc.http_status)
-    jrd = discovery.webfinger_jrd(
-        username=username, host=fed.host, actor_id=fed.actor_id, profile_url=f"{fed.base_url}/"
-    )
+    local = actors[username]
+    jrd = discovery.webfinger_jrd(username=username, host=fed.host, actor_id=local.id, profile_url=local.profile_url)
     response = web.json_response(jrd, content_type=discovery.JRD_CONTENT_TYPE)
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
@@ -80,9 +83,9 @@ async def nodeinfo(request: web.Request) -> web.Response:
     posts = await request.app[NODE].store.count()
     document = discovery.nodeinfo_document(
         version=essaim.__version__,
-        users_total=1,
-        active_month=1,
-        active_halfyear=1,
+        users_total=len(fed.local_actors()),
+        active_month=len(fed.local_actors()),
+        active_halfyear=len(fed.local_actors()),
         local_posts=posts,
         node_name=fed.settings.partner.name,
         homepage=fed.settings.partner.url or None,
@@ -96,12 +99,43 @@ async def nodeinfo(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------ actor and collections
 
 
+def _local(request: web.Request) -> LocalActor:
+    """The actor a route names: ``/actor/...`` the node's, ``/feeds/{code}/...`` a feed's."""
+    fed = request.app[FEDERATION]
+    code = request.match_info.get("code")
+    if code is None:
+        return fed.node_actor
+    feed = fed.feeds.get(code)
+    if feed is None:
+        raise web.HTTPNotFound(text="no such feed")
+    return feed
+
+
 @routes.get("/actor")
 async def actor(request: web.Request) -> web.StreamResponse:
     fed = request.app[FEDERATION]
     if not wants_activity_json(request):
         raise web.HTTPFound("/")
     return ap_response(service_actor(fed.profile()))
+
+
+@routes.get("/feeds/{code}")
+async def feed_actor(request: web.Request) -> web.StreamResponse:
+    """A feed actor: its document for a peer, for a browser the list of the sheets it announced."""
+    fed = request.app[FEDERATION]
+    local = _local(request)
+    if wants_activity_json(request):
+        return ap_response(service_actor(fed.profile(local)))
+    rows = await fed.db.fetch(
+        "SELECT s.uri, s.title FROM ap_feed_item i JOIN sheet s ON s.uri = i.sheet_uri AND s.deleted = ?"
+        " WHERE i.feed = ? ORDER BY i.id DESC LIMIT 100",
+        [False, local.feed],
+    )
+    response = aiohttp_jinja2.render_template(
+        "public/feed.html", request, {"feed": local, "handle": f"{local.username}@{fed.host}", "rows": rows}
+    )
+    response.headers["Vary"] = "Accept"
+    return response
 
 
 def _page(request: web.Request) -> int | None:
@@ -115,8 +149,9 @@ def _page(request: web.Request) -> int | None:
 
 async def _collection(request: web.Request, url: str, fetch: Any) -> web.Response:
     fed: Federation = request.app[FEDERATION]
+    local = _local(request)
     page = _page(request)
-    total, items = await fetch(fed, page or 1)
+    total, items = await fetch(fed, local, page or 1)
     last = max(1, -(-total // fed.conf.page_size))
     if page is None:
         return ap_response(ordered_collection(url, total=total, first=f"{url}?page=1", last=f"{url}?page={last}"))
@@ -134,39 +169,43 @@ async def _collection(request: web.Request, url: str, fetch: Any) -> web.Respons
 
 
 @routes.get("/actor/outbox")
+@routes.get("/feeds/{code}/outbox")
 async def outbox(request: web.Request) -> web.Response:
-    return await _collection(request, f"{request.app[FEDERATION].actor_id}/outbox", outbox_page)
+    return await _collection(request, _local(request).outbox, outbox_page)
 
 
 @routes.get("/actor/followers")
+@routes.get("/feeds/{code}/followers")
 async def followers(request: web.Request) -> web.Response:
-    return await _collection(request, request.app[FEDERATION].followers_url, followers_page)
+    return await _collection(request, _local(request).followers_url, followers_page)
 
 
 @routes.get("/actor/following")
+@routes.get("/feeds/{code}/following")
 async def following(request: web.Request) -> web.Response:
     fed = request.app[FEDERATION]
-    rows = await fed.db.fetch("SELECT actor FROM ap_following WHERE status = 'accepted' ORDER BY id")
-    return ap_response(
-        ordered_collection(f"{fed.actor_id}/following", total=len(rows), items=[r["actor"] for r in rows])
+    local = _local(request)
+    rows = (
+        []
+        if local.feed is not None
+        else await fed.db.fetch("SELECT actor FROM ap_following WHERE status = 'accepted' ORDER BY id")
     )
+    return ap_response(ordered_collection(local.following_url, total=len(rows), items=[r["actor"] for r in rows]))
 
 
 @routes.get("/actor/featured")
+@routes.get("/feeds/{code}/featured")
 async def featured(request: web.Request) -> web.Response:
     """The most recently changed sheets, as Notes (Mastodon shows them pinned on the profile)."""
     fed = request.app[FEDERATION]
+    local = _local(request)
     store = request.app[NODE].store
-    rows = await fed.db.fetch(
-        "SELECT uri FROM sheet WHERE source = ? AND deleted = ? ORDER BY stamp DESC, pk_id DESC LIMIT ?",
-        [store.source, False, fed.conf.featured],
-    )
     notes = []
-    for row in rows:
-        item = await store.get_by_uri(str(row["uri"]))
+    for uri in await featured_uris(fed, local, store.source):
+        item = await store.get_by_uri(uri)
         if isinstance(item, Sheet):
-            notes.append({k: v for k, v in note_of(fed, item, str(row["uri"])).items() if k != "@context"})
-    return ap_response(ordered_collection(f"{fed.actor_id}/featured", total=len(notes), items=notes))
+            notes.append({k: v for k, v in note_of(fed, item, uri).items() if k != "@context"})
+    return ap_response(ordered_collection(local.featured_url, total=len(notes), items=notes))
 
 
 @routes.get("/activities/{key}")
@@ -178,7 +217,17 @@ async def activity(request: web.Request) -> web.Response:
     return ap_response(json.loads(row["payload"]))
 
 
+@routes.get("/ns/essaim-v1.jsonld")
+async def essaim_context(request: web.Request) -> web.Response:
+    """The published copy of Essaim's JSON-LD context (the one bundled with the code, byte for byte)."""
+    response = web.Response(body=context_document(), content_type="application/ld+json", charset="utf-8")
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 routes.post("/actor/inbox")(inbox)
+routes.post("/feeds/{code}/inbox")(inbox)
 routes.post("/inbox")(inbox)
 
 

@@ -16,10 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
+from federation.actors import LocalActor
 from federation.service import FEDERATION, Federation
 from protocol.activitypub import parser as ap
-from protocol.activitypub.activities import accept_activity
+from protocol.activitypub.activities import accept_activity, reject_activity
 from protocol.activitypub.errors import ActivityPubError, ActorMismatch, SignatureMismatch, SignatureRejected
+from protocol.activitypub.sigbase import authority
 from protocol.activitypub.signatures import prepare_verification
 
 log = logging.getLogger("essaim.federation.inbox")
@@ -73,6 +75,9 @@ async def inbox(request: web.Request) -> web.Response:
         activity = ap.parse_activity(document)
     except ActivityPubError as exc:
         return _reject(fed, request, exc.http_status, f"{type(exc).__name__}: {exc}")
+    if fed.health is not None:  # a host that talks to us is up: its paused deliveries resume
+        if await fed.health.succeeded(authority(key.owner), fed.now()) and fed.wake is not None:
+            fed.wake.set()
     if isinstance(activity, ap.Unsupported):
         log.info("inbox ignored", extra={"event": "inbox.ignored", "type": activity.type, "reason": activity.reason})
         return web.Response(status=202)
@@ -113,28 +118,35 @@ async def _persist(fed: Federation, activity: Any, document: dict[str, Any], tx:
 async def handle(fed: Federation, activity: Any, document: dict[str, Any], key: Any, tx: Any) -> None:
     db = fed.db
     if isinstance(activity, ap.Follow):
-        if activity.object != fed.actor_id:
+        local = fed.local_actor(activity.object)
+        if local is None:
             return
         inbox = key.inbox
         shared = key.shared_inbox
         if inbox is None:
             inbox, shared = await fed.actor_inboxes(activity.actor)
         status = "pending" if fed.conf.manually_approves_followers else "accepted"
-        await db.execute("DELETE FROM ap_follower WHERE actor = ?", [activity.actor], conn=tx)
-        await db.execute(
-            "INSERT INTO ap_follower (actor, inbox, shared_inbox, follow_id, follow, status, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [activity.actor, inbox, shared, activity.id, json.dumps(document), status, fed.now()],
-            conn=tx,
-        )
+        table, cond, params = local.followers_sql()
+        await db.execute(f"DELETE FROM {table} WHERE actor = ? AND {cond}", [activity.actor, *params], conn=tx)
+        columns = "actor, inbox, shared_inbox, follow_id, follow, status, created"
+        values = [activity.actor, inbox, shared, activity.id, json.dumps(document), status, fed.now()]
+        if local.feed is not None:
+            columns, values = f"feed, {columns}", [local.feed, *values]
+        await db.execute(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' for _ in values)})", values, conn=tx)
         if status == "accepted":
-            await send_accept(fed, document, inbox, tx)
+            await send_accept(fed, local, document, inbox, tx)
     elif isinstance(activity, ap.UndoFollow):
-        await db.execute(
-            "DELETE FROM ap_follower WHERE actor = ? AND (follow_id = ? OR ? = ?)",
-            [activity.actor, activity.follow_id, activity.object or "", fed.actor_id],
-            conn=tx,
-        )
+        # An Undo names the Follow by id; an embedded Follow also names whom it followed.
+        targets = [fed.local_actor(activity.object)] if activity.object else fed.local_actors()
+        for local in targets:
+            if local is None:
+                continue
+            table, cond, params = local.followers_sql()
+            await db.execute(
+                f"DELETE FROM {table} WHERE actor = ? AND {cond} AND (follow_id = ? OR ? = ?)",
+                [activity.actor, *params, activity.follow_id, activity.object or "", local.id],
+                conn=tx,
+            )
     elif isinstance(activity, ap.Accept | ap.Reject):
         status = "accepted" if isinstance(activity, ap.Accept) else "rejected"
         await db.execute(
@@ -143,7 +155,7 @@ async def handle(fed: Federation, activity: Any, document: dict[str, Any], key: 
             conn=tx,
         )
     elif isinstance(activity, ap.DeleteActor):
-        for table in ("ap_follower", "ap_following", "ap_remote_actor"):
+        for table in ("ap_follower", "ap_feed_follower", "ap_following", "ap_remote_actor"):
             await db.execute(f"DELETE FROM {table} WHERE actor = ?", [activity.actor], conn=tx)
     elif isinstance(activity, ap.UpdateActor):
         if activity.key_id and activity.public_key_pem:
@@ -161,11 +173,12 @@ async def handle(fed: Federation, activity: Any, document: dict[str, Any], key: 
                 conn=tx,
             )
         if activity.inbox:
-            await db.execute(
-                "UPDATE ap_follower SET inbox = ?, shared_inbox = ? WHERE actor = ?",
-                [activity.inbox, activity.shared_inbox, activity.actor],
-                conn=tx,
-            )
+            for table in ("ap_follower", "ap_feed_follower"):
+                await db.execute(
+                    f"UPDATE {table} SET inbox = ?, shared_inbox = ? WHERE actor = ?",
+                    [activity.inbox, activity.shared_inbox, activity.actor],
+                    conn=tx,
+                )
     elif isinstance(activity, ap.Reply):
         reply_to = activity.object.in_reply_to or ""
         if reply_to.startswith(f"{fed.base_url}/sheets/"):
@@ -186,20 +199,37 @@ async def handle(fed: Federation, activity: Any, document: dict[str, Any], key: 
     # Create / Update / Delete / Announce of content: kept in ap_inbox (persisted above).
 
 
-async def send_accept(fed: Federation, follow: dict[str, Any], inbox: str, tx: Any) -> None:
-    accept = accept_activity(follow, activity_id=fed.new_activity_id(), actor_id=fed.actor_id)
+async def send_accept(fed: Federation, local: LocalActor, follow: dict[str, Any], inbox: str, tx: Any) -> None:
+    accept = accept_activity(follow, activity_id=fed.new_activity_id(), actor_id=local.id)
     pk = await fed.record_activity(accept, conn=tx, public=False)
     await fed.enqueue(pk, [inbox], conn=tx)
 
 
-async def approve_follower(fed: Federation, actor: str) -> bool:
-    """Accept a pending follower (manual approval)."""
+async def answer_follower(fed: Federation, local: LocalActor, actor: str, *, accept: bool) -> bool:
+    """Accept or reject a pending follower of ``local`` (manual approval); False when there is none."""
+    table, cond, params = local.followers_sql()
     async with fed.db.transaction() as tx:
         row = await fed.db.fetchone(
-            "SELECT inbox, follow FROM ap_follower WHERE actor = ? AND status = 'pending'", [actor], conn=tx
+            f"SELECT inbox, follow FROM {table} WHERE actor = ? AND status = 'pending' AND {cond}",
+            [actor, *params],
+            conn=tx,
         )
         if row is None:
             return False
-        await fed.db.execute("UPDATE ap_follower SET status = 'accepted' WHERE actor = ?", [actor], conn=tx)
-        await send_accept(fed, json.loads(row["follow"]), str(row["inbox"]), tx)
+        follow = json.loads(row["follow"])
+        if accept:
+            await fed.db.execute(
+                f"UPDATE {table} SET status = 'accepted' WHERE actor = ? AND {cond}", [actor, *params], conn=tx
+            )
+            await send_accept(fed, local, follow, str(row["inbox"]), tx)
+        else:
+            await fed.db.execute(f"DELETE FROM {table} WHERE actor = ? AND {cond}", [actor, *params], conn=tx)
+            reject = reject_activity(follow, activity_id=fed.new_activity_id(), actor_id=local.id)
+            pk = await fed.record_activity(reject, conn=tx, public=False)
+            await fed.enqueue(pk, [str(row["inbox"])], conn=tx)
     return True
+
+
+async def approve_follower(fed: Federation, actor: str) -> bool:
+    """Accept a pending follower of the node actor (manual approval)."""
+    return await answer_follower(fed, fed.node_actor, actor, accept=True)

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from essaim.settings import FederationSettings, Settings
+from federation.actors import LocalActor, feed_actors, feed_codes
 from node.db import Database
 from node.outbound import OutboundClient, OutboundError
 from protocol.activitypub.activities import ActorProfile
@@ -23,6 +24,7 @@ from protocol.activitypub.errors import KeyFormatError, SignatureRejected
 from protocol.activitypub.keys import load_public_key
 from protocol.activitypub.sigbase import SignaturePolicy, authority
 from protocol.activitypub.signatures import sign_request
+from protocol.taxonomy import Taxonomy, default_taxonomy
 
 log = logging.getLogger("essaim.federation")
 
@@ -49,7 +51,28 @@ class Federation:
     public_pem: str
     clock: Callable[[], float] = time.time
     wake: Any = None  # an asyncio.Event set when deliveries are enqueued
+    health: Any = None  # the worker's DomainHealth (inbound activity from a host revives it)
     stats: dict[str, int] = field(default_factory=dict)
+    taxonomy: Taxonomy = field(default_factory=default_taxonomy)
+    feeds: dict[str, LocalActor] = field(init=False)
+    node_actor: LocalActor = field(init=False)
+
+    def __post_init__(self) -> None:
+        partner = self.settings.partner
+        self.node_actor = LocalActor(
+            id=f"{self.base_url}/actor",
+            username=partner.username,
+            name=partner.name,
+            summary_text=partner.description,
+            profile_url=f"{self.base_url}/",
+        )
+        codes = feed_codes(self.conf.feeds, self.taxonomy)
+        self.feeds = feed_actors(self.base_url, partner.name, codes, self.taxonomy)
+        taken = {partner.username.lower()}
+        for feed in self.feeds.values():
+            if feed.username.lower() in taken:  # handles must be unique on the host (WebFinger)
+                raise ValueError(f"federation.feeds: the handle {feed.username} is already taken")
+            taken.add(feed.username.lower())
 
     # ------------------------------------------------------------ identity
 
@@ -67,33 +90,44 @@ class Federation:
 
     @property
     def actor_id(self) -> str:
-        return f"{self.base_url}/actor"
+        return self.node_actor.id
 
     @property
     def key_id(self) -> str:
-        return f"{self.actor_id}#main-key"
+        return self.node_actor.key_id
 
     @property
     def followers_url(self) -> str:
-        return f"{self.actor_id}/followers"
+        return self.node_actor.followers_url
 
     @property
     def username(self) -> str:
-        return self.settings.partner.username
+        return self.node_actor.username
 
-    def profile(self) -> ActorProfile:
+    def local_actors(self) -> list[LocalActor]:
+        return [self.node_actor, *self.feeds.values()]
+
+    def local_actor(self, actor_id: str | None) -> LocalActor | None:
+        """Our actor with this id, if it is one."""
+        for local in self.local_actors():
+            if local.id == actor_id:
+                return local
+        return None
+
+    def profile(self, local: LocalActor | None = None) -> ActorProfile:
+        local = local or self.node_actor
         partner = self.settings.partner
         return ActorProfile(
-            id=self.actor_id,
-            username=self.username,
-            name=partner.name,
-            summary=f"<p>{_escape(partner.description)}</p>",
-            url=f"{self.base_url}/",
-            inbox=f"{self.actor_id}/inbox",
-            outbox=f"{self.actor_id}/outbox",
-            followers=self.followers_url,
-            following=f"{self.actor_id}/following",
-            featured=f"{self.actor_id}/featured",
+            id=local.id,
+            username=local.username,
+            name=local.name,
+            summary=f"<p>{_escape(local.summary_text)}</p>",
+            url=local.profile_url,
+            inbox=local.inbox,
+            outbox=local.outbox,
+            followers=local.followers_url,
+            following=local.following_url,
+            featured=local.featured_url,
             shared_inbox=f"{self.base_url}/inbox",
             public_key_pem=self.public_pem,
             icon_url=partner.logo or None,
@@ -118,13 +152,13 @@ class Federation:
 
     # ------------------------------------------------------------ outbound
 
-    def signed_headers(self, method: str, url: str, body: bytes | None) -> dict[str, str]:
-        """Signed afresh at each call: the receiver's Date window is short."""
+    def signed_headers(self, method: str, url: str, body: bytes | None, key_id: str | None = None) -> dict[str, str]:
+        """Signed afresh at each call: the receiver's Date window is short. ``key_id``: which actor signs."""
         return sign_request(
             method=method,
             target_uri=url,
             body=body,
-            key_id=self.key_id,
+            key_id=key_id or self.key_id,
             private_key_pem=self.private_pem,
             now=datetime.fromtimestamp(self.clock(), UTC),
         )
@@ -256,10 +290,13 @@ class Federation:
             self.wake.set()
         return len(unique)
 
-    async def follower_inboxes(self, *, conn: Any = None) -> list[str]:
-        """Where a public activity goes: each follower's shared inbox, else its own (de-duplicated)."""
+    async def follower_inboxes(self, local: LocalActor | None = None, *, conn: Any = None) -> list[str]:
+        """Where a public activity of ``local`` goes: each follower's shared inbox, else its own (de-duplicated)."""
+        table, cond, params = (local or self.node_actor).followers_sql()
         rows = await self.db.fetch(
-            "SELECT inbox, shared_inbox FROM ap_follower WHERE status = 'accepted' ORDER BY id", conn=conn
+            f"SELECT inbox, shared_inbox FROM {table} WHERE status = 'accepted' AND {cond} ORDER BY id",
+            params,
+            conn=conn,
         )
         return list(dict.fromkeys(str(r["shared_inbox"] or r["inbox"]) for r in rows))
 

@@ -32,6 +32,8 @@ class NodeContext:
     secure_cookies: bool = False
     counters: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Parts built on the node (federation...) add their own Prometheus lines to /metrics here.
+    metrics: list[Callable[[], Awaitable[list[str]]]] = field(default_factory=list)
 
     def count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by

@@ -288,3 +288,52 @@ class ApMessage(Model):
 
     class Meta:
         table = "ap_message"
+
+
+class ApFeedFollower(Model):
+    """A remote actor following one of the node's feed actors (``feed``: the theme code)."""
+
+    id = fields.BigIntField(primary_key=True)
+    feed = fields.CharField(max_length=64)
+    actor = fields.CharField(max_length=512)
+    inbox = fields.CharField(max_length=512)
+    shared_inbox = fields.CharField(max_length=512, null=True)
+    follow_id = fields.CharField(max_length=512)
+    follow = fields.TextField()  # JSON of the Follow, embedded in the Accept
+    status = fields.CharField(max_length=16, default="accepted")  # accepted | pending
+    created = fields.BigIntField()
+
+    class Meta:
+        table = "ap_feed_follower"
+        unique_together = (("feed", "actor"),)
+
+
+class ApFeedItem(Model):
+    """A sheet a feed actor announced (its ``Announce`` in ap_activity): the feed's outbox and featured."""
+
+    id = fields.BigIntField(primary_key=True)
+    feed = fields.CharField(max_length=64)
+    sheet_uri = fields.CharField(max_length=512)
+    activity_id = fields.BigIntField()
+    created = fields.BigIntField()
+
+    class Meta:
+        table = "ap_feed_item"
+        unique_together = (("feed", "sheet_uri"),)
+
+
+class ApDomain(Model):
+    """Delivery health of a remote host: failing for days, it is unavailable and its deliveries paused."""
+
+    id = fields.BigIntField(primary_key=True)
+    host = fields.CharField(max_length=255, unique=True)
+    failures = fields.IntField(default=0)  # failed deliveries in a row
+    failing_since = fields.BigIntField(null=True)
+    last_failure = fields.BigIntField(null=True)
+    last_success = fields.BigIntField(null=True)
+    last_probe = fields.BigIntField(null=True)
+    available = fields.BooleanField(default=True)
+    last_error = fields.TextField(null=True)
+
+    class Meta:
+        table = "ap_domain"

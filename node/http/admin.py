@@ -81,6 +81,7 @@ async def template_context(request: web.Request) -> dict[str, Any]:
         "csrf": request.get(CSRF, ""),
         "partner": _ctx(request).partner,
         "signed_in": USER in request,
+        "federation_nav": bool(_ctx(request).extra.get("federation_nav")),
         "taxonomy": default_taxonomy(),
     }
 

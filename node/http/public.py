@@ -93,6 +93,8 @@ async def metrics(request: web.Request) -> web.Response:
     for name, value in sorted(ctx.counters.items()):
         help_text = COUNTER_HELP.get(name, name.replace("_", " "))
         lines += [f"# HELP essaim_{name} {help_text}", f"# TYPE essaim_{name} counter", f"essaim_{name} {value}"]
+    for source in ctx.metrics:
+        lines += await source()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 

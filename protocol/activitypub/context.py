@@ -101,3 +101,8 @@ def compact(document: Mapping[str, Any] | list[dict[str, Any]], context: Any = N
     ctx = list(DEFAULT_CONTEXT) if context is None else context
     source = dict(document) if isinstance(document, Mapping) else list(document)
     return cast(dict[str, Any], jsonld.compact(source, {"@context": ctx}, {"documentLoader": bundled_loader}))
+
+
+def context_document() -> bytes:
+    """Essaim's context as published (served by every node at ``/ns/essaim-v1.jsonld``)."""
+    return resources.files("protocol.activitypub").joinpath("contexts", _FILES[ESSAIM_CONTEXT]).read_bytes()
