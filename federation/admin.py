@@ -130,9 +130,15 @@ async def messages(request: web.Request) -> dict[str, Any]:
         seen.add(int(row["id"]))
         group = groups.setdefault(
             str(row["in_reply_to"]),
-            {"uri": row["in_reply_to"], "title": row["title"], "local_id": row["local_id"], "items": [], "unread": 0},
+            {
+                "uri": row["in_reply_to"],
+                "title": row["title"],
+                "local_id": row["local_id"],
+                "messages": [],
+                "unread": 0,
+            },
         )
-        group["items"].append(
+        group["messages"].append(
             {
                 "id": row["id"],
                 "uri": row["uri"],
@@ -143,7 +149,7 @@ async def messages(request: web.Request) -> dict[str, Any]:
                 "read": bool(row["read"]),
             }
         )
-        group["unread"] += 0 if row["read"] else 1
+        group["unread"] = group.get("unread", 0) + (0 if row["read"] else 1)
     return {"groups": list(groups.values()), "only": only or ""}
 
 

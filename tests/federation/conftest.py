@@ -39,6 +39,7 @@ class Node:
     directory: Path
     username: str
     allow: str
+    federation: dict[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,6 +65,7 @@ class Node:
                 str(self.port),
                 self.allow,
                 self.username,
+                json.dumps(self.federation),
             ],
             cwd=REPO,
             env=env,
@@ -109,6 +111,7 @@ class Peer:
     keys: KeyPair
     received: list[dict[str, Any]] = field(default_factory=list)
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # next inbox answers, then 202
+    down: bool = False  # every inbox POST answers 503 (a host in an outage)
     runner: web.AppRunner | None = None
 
     @property
@@ -147,7 +150,11 @@ class Peer:
 
         async def inbox(request: web.Request) -> web.Response:
             raw = await request.read()
-            self.received.append({"headers": dict(request.headers), "raw": raw, "body": json.loads(raw)})
+            if self.down:
+                return web.Response(status=503)
+            self.received.append(
+                {"headers": dict(request.headers), "raw": raw, "body": json.loads(raw), "path": request.path}
+            )
             if self.answers:
                 status, headers = self.answers.pop(0)
                 return web.Response(status=status, headers=headers)

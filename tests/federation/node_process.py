@@ -1,6 +1,9 @@
-"""A real Essaim node (``build_app``) in its own process: ``python -m tests.federation.node_process DIR PORT ALLOW``.
+"""A real Essaim node (``build_app``) in its own process.
 
-``ALLOW`` is a comma-separated list of loopback ports the outbound client may reach.
+``python -m tests.federation.node_process DIR PORT ALLOW USER [JSON]``.
+
+``ALLOW`` is a comma-separated list of loopback ports the outbound client may reach;
+``JSON`` (optional) overrides ``[federation]`` settings.
 Test-only ``/ctl/*`` routes write sheets through the node's ``SheetStore``, make the
 node actor follow a handle, and dump the federation tables. Prints ``{"port": N}``.
 """
@@ -18,13 +21,24 @@ from essaim.app import build_app
 from essaim.settings import load_settings
 from federation.follow import follow
 from federation.service import FEDERATION
+from node.auth import create_user
 from node.context import NODE
 from tests.oai_support import make_sheet
 
-TABLES = ("ap_activity", "ap_delivery", "ap_follower", "ap_following", "ap_inbox", "ap_message")
+TABLES = (
+    "ap_activity",
+    "ap_delivery",
+    "ap_follower",
+    "ap_following",
+    "ap_inbox",
+    "ap_message",
+    "ap_feed_follower",
+    "ap_feed_item",
+    "ap_domain",
+)
 
 
-async def main(directory: str, port: int, allow: str, username: str) -> None:
+async def main(directory: str, port: int, allow: str, username: str, federation: str = "{}") -> None:
     settings = load_settings(
         environ={"ESSAIM_DATA_DIR": directory},
         overrides={
@@ -45,20 +59,24 @@ async def main(directory: str, port: int, allow: str, username: str) -> None:
                 "max_inbox_body": 64 * 1024,
                 "signature_max_age": 300,
                 "page_size": 5,
+                **json.loads(federation),
             },
         },
     )
     app = build_app(settings)
 
-    def sheet(n: int, title: str | None = None):  # type: ignore[no-untyped-def]
+    def sheet(n: int, title: str | None = None, themes: str | None = None):  # type: ignore[no-untyped-def]
         ctx = app[NODE]
         base = make_sheet(n)
+        if themes is not None:
+            base = replace(base, themes=tuple(t for t in themes.split(",") if t), subthemes=())
         return replace(
             base, id=ctx.store.make_uri(base.local_id), partner=ctx.partner, title=title or f"Projet {n} de {username}"
         )
 
     async def upsert(request: web.Request) -> web.Response:
-        result = await app[NODE].store.upsert(sheet(int(request.query["n"]), request.query.get("title")))
+        query = request.query
+        result = await app[NODE].store.upsert(sheet(int(query["n"]), query.get("title"), query.get("themes")))
         return web.json_response({"status": result.status, "uri": result.uri})
 
     async def delete(request: web.Request) -> web.Response:
@@ -68,6 +86,10 @@ async def main(directory: str, port: int, allow: str, username: str) -> None:
     async def do_follow(request: web.Request) -> web.Response:
         return web.json_response({"follow": await follow(app[FEDERATION], request.query["handle"])})
 
+    async def admin_user(request: web.Request) -> web.Response:
+        await create_user(app[NODE].db, request.query["email"], request.query["password"])
+        return web.json_response({"created": request.query["email"]})
+
     async def state(request: web.Request) -> web.Response:
         db = app[NODE].db
         return web.json_response({t: await db.fetch(f"SELECT * FROM {t} ORDER BY id") for t in TABLES})
@@ -75,6 +97,7 @@ async def main(directory: str, port: int, allow: str, username: str) -> None:
     app.router.add_post("/ctl/upsert", upsert)
     app.router.add_post("/ctl/delete", delete)
     app.router.add_post("/ctl/follow", do_follow)
+    app.router.add_post("/ctl/admin_user", admin_user)
     app.router.add_get("/ctl/state", state)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -88,4 +111,4 @@ async def main(directory: str, port: int, allow: str, username: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]))
+    asyncio.run(main(*sys.argv[1:2], int(sys.argv[2]), *sys.argv[3:]))
