@@ -226,6 +226,13 @@ async def essaim_context(request: web.Request) -> web.Response:
     return response
 
 
+@routes.get("/actor/inbox")
+@routes.get("/feeds/{code}/inbox")
+async def inbox_collection(request: web.Request) -> web.Response:
+    """What an inbox GET shows: an empty ``OrderedCollection`` (what we receive is not published)."""
+    return ap_response(ordered_collection(_local(request).inbox, total=0, items=[]))
+
+
 routes.post("/actor/inbox")(inbox)
 routes.post("/feeds/{code}/inbox")(inbox)
 routes.post("/inbox")(inbox)
