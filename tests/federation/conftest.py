@@ -112,6 +112,7 @@ class Peer:
     received: list[dict[str, Any]] = field(default_factory=list)
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # next inbox answers, then 202
     down: bool = False  # every inbox POST answers 503 (a host in an outage)
+    gets: list[dict[str, str]] = field(default_factory=list)  # headers of each GET of the actor (key fetches)
     runner: web.AppRunner | None = None
 
     @property
@@ -146,6 +147,7 @@ class Peer:
 
     async def start(self) -> None:
         async def actor(request: web.Request) -> web.Response:
+            self.gets.append(dict(request.headers))
             return web.json_response(self.document(), content_type=AP)
 
         async def inbox(request: web.Request) -> web.Response:
