@@ -81,6 +81,8 @@ def stats_dict(stats: HarvestStats) -> dict[str, Any]:
         "unchanged": stats.unchanged,
         "deleted": stats.deleted,
         "rejected": stats.rejected,
+        "places_resolved": stats.places_resolved,
+        "unmapped_tags": stats.unmapped_tags,
         "errors": list(stats.errors),
         "duration": round(stats.duration, 3),
         "complete": stats.complete,
