@@ -237,6 +237,14 @@ class SourceRegistry:
         assert claimed is not None
         return claimed
 
+    async def renew(self, row: Mapping[str, Any], worker: str, *, ttl: int) -> bool:
+        """Extend this worker's claim (the heartbeat of a long harvest); False if it was lost."""
+        count = await self.db.execute(
+            "UPDATE harvest_source SET claimed_until = ? WHERE id = ? AND running_by = ?",
+            [self.now() + ttl, row["id"], worker],
+        )
+        return count == 1
+
     async def _claim_id(self, row_id: int, worker: str, now: int, ttl: int) -> bool:
         count = await self.db.execute(
             "UPDATE harvest_source SET running_by = ?, claimed_until = ? WHERE id = ? AND claimed_until < ?",
@@ -292,7 +300,7 @@ class Hub:
         transport: OaiTransport,
         *,
         hub_base_url: str,
-        claim_ttl: int = 1800,
+        claim_ttl: int = 120,
         config: HarvestConfig | None = None,
         count: Counter | None = None,
         clock: Callable[[], float] = time.time,
@@ -342,6 +350,7 @@ class Hub:
         """Harvest a source this worker has claimed, then record the run and release the claim."""
         transport = _ObservedTransport(self.transport, str(row["key"]), on_page) if on_page else self.transport
         harvester = Harvester(self.db, transport, hub_base_url=self.hub_base_url, config=self.config, clock=self.clock)
+        heartbeat = asyncio.create_task(self._heartbeat(row), name=f"claim {row['key']}")
         try:
             stats = await harvester.harvest(source_of(row))
         except asyncio.CancelledError:
@@ -351,6 +360,9 @@ class Hub:
         except Exception as exc:  # a bug or a database failure: recorded, retried later
             logger.exception("hub.run_crashed", extra={"event": "hub.run_crashed", "source": row["key"]})
             stats = HarvestStats(source=str(row["key"]), errors=[f"crash: {type(exc).__name__}: {exc}"])
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         next_run = await self.registry.finish(row, self.worker, stats)
         self.count("harvest_runs_total")
         self.count("harvest_failures_total", 0 if stats.ok else 1)
@@ -368,6 +380,18 @@ class Hub:
             },
         )
         return stats
+
+    async def _heartbeat(self, row: Mapping[str, Any]) -> None:
+        """Renew the claim every third of its lifetime: a live worker keeps its source however long the
+        harvest takes, while the claim of a killed worker lapses after ``claim_ttl`` seconds."""
+        while True:
+            await asyncio.sleep(max(0.5, self.claim_ttl / 3))
+            try:
+                if not await self.registry.renew(row, self.worker, ttl=self.claim_ttl):
+                    logger.warning("hub.claim_lost", extra={"event": "hub.claim_lost", "source": row["key"]})
+                    return
+            except Exception:
+                logger.exception("hub.claim_renew_failed", extra={"event": "hub.claim_renew_failed"})
 
     async def harvest_now(self, key: str, on_page: PageHook | None = None) -> HarvestStats:
         row = await self.registry.claim(key, self.worker, ttl=self.claim_ttl)
