@@ -556,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: on a terminal)"
     )
     p.set_defaults(func=cmd_hub_harvest)
+    from essaim.cli_hub import add_crosswalk_parsers
+
+    add_crosswalk_parsers(hub, common)
 
     p = sub.add_parser("demo", parents=[common], help="set up demo data and serve it (the README's main command)")
     p.add_argument("--port", type=int, default=8080)

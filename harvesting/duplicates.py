@@ -1,7 +1,7 @@
 """Cross-source duplicate clusters of harvested sheets: the same project listed by several partners.
 
 Two sheets are listed as the same project when they come from different sources,
-sit in the same *block* -- same place (INSEE code, else folded commune, else
+sit in the same *block* -- same place (folded commune name, else INSEE code, else
 département) and same holder (folded name, legal-form words dropped) -- and their
 titles are similar (folded word sets overlapping by at least ``JACCARD``, or a
 character ratio of at least ``RATIO``). Clusters are the connected components of
@@ -57,10 +57,12 @@ def match_key(sheet: Sheet) -> MatchKey | None:
         return None
     place = ""
     for p in sheet.places:
-        if p.insee:
-            place = f"i:{p.insee}"
-        elif p.commune:
+        # The commune's name before its code: sources resolve codes differently (one from its
+        # coordinates, one from a text), the gazetteer fills the name either way.
+        if p.commune:
             place = f"c:{fold(p.commune)}"
+        elif p.insee:
+            place = f"i:{p.insee}"
         elif p.departement:
             place = f"d:{p.departement}"
         if place:

@@ -36,9 +36,25 @@ from protocol.taxonomy import Crosswalk, Taxonomy, default_taxonomy, fold
 
 PlaceResolver = Callable[[Place], tuple[Place, str]]
 
-_POSTCODE_TEXT = re.compile(
-    r"^\s*(?:(?P<postcode>\d{5})\s+)?(?P<commune>[^\d,;()]{2,80}?)\s*(?:\((?P<dep>\d{2,3}|2[AB])\))?\s*$"
-)
+_POSTCODE = re.compile(r"\b(\d{5})\b")
+_DEPARTEMENT = re.compile(r"\((\d{2,3}|2[AB])\)")
+_COMMUNE = re.compile(r"^[^\d()]{2,80}$")
+
+
+def parse_place_text(text: str) -> tuple[str | None, str | None, str | None]:
+    """``(postcode, commune, département)`` read from a place written as text.
+
+    Handles what harvested records carry: ``"35000 Rennes"``, ``"Rennes (35)"``, and the
+    ``dc:coverage`` of an Essaim node, ``"Rennes, Ille-et-Vilaine (35), Bretagne"``.
+    """
+    parts = [p.strip() for p in re.split(r"[,;]", text) if p.strip()]
+    if not parts:
+        return None, None, None
+    postcode_match = _POSTCODE.search(parts[0])
+    dep_match = _DEPARTEMENT.search(text)
+    first = _DEPARTEMENT.sub("", _POSTCODE.sub("", parts[0])).strip(" -")
+    commune = first if _COMMUNE.match(first) else None
+    return (postcode_match[1] if postcode_match else None), commune, (dep_match[1] if dep_match else None)
 
 
 class CrosswalkError(ValueError):
@@ -103,14 +119,9 @@ class Normaliser:
                 continue
             candidate = place
             if not (place.commune or place.insee or place.postcode or place.departement) and place.address:
-                match = _POSTCODE_TEXT.match(place.address)
-                if match:
-                    candidate = replace(
-                        place,
-                        postcode=match["postcode"] or None,
-                        commune=match["commune"].strip(),
-                        departement=match["dep"] or place.departement,
-                    )
+                postcode, commune, departement = parse_place_text(place.address)
+                if postcode or commune:
+                    candidate = replace(place, postcode=postcode, commune=commune, departement=departement)
             try:
                 completed, how = self.resolver(candidate)
             except ValueError:
