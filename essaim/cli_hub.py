@@ -72,3 +72,29 @@ def add_crosswalk_parsers(hub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_hub_crosswalk)
+
+
+def cmd_hub_rules_check(args: argparse.Namespace) -> int:
+    from essaim.cli import CliError
+    from harvesting.extract import RulesError, check_rules, load_rules
+
+    try:
+        rules = load_rules(args.file)
+    except RulesError as exc:
+        raise CliError(str(exc)) from None
+    failures = check_rules(rules)
+    for failure in failures:
+        print(f"{args.file}: {failure}")
+    if failures:
+        return 1
+    print(f"{args.file}: version {rules.version}, {len(rules.fields)} fields, {len(rules.tests)} test(s) passed")
+    return 0
+
+
+def add_rules_parsers(hub: Any) -> None:
+    rules = hub.add_parser("rules", help="per-site extraction rules of crawled sources").add_subparsers(
+        dest="rules_command", required=True
+    )
+    p = rules.add_parser("check", help="check a rules file and run its [[tests]] pages")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_hub_rules_check)

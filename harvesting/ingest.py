@@ -11,8 +11,10 @@ caller's transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -43,8 +45,14 @@ async def write_batch(
     deletions: Sequence[str],
     *,
     tx: BaseDBAsyncClient,
+    origin: Mapping[str, Any] | None = None,
 ) -> BatchCounts:
-    """Normalise and store ``sheets``, turn ``deletions`` (local ids) into tombstones, in ``tx``."""
+    """Normalise and store ``sheets``, turn ``deletions`` (local ids) into tombstones, in ``tx``.
+
+    ``origin`` (``{"baseURL": …, **extra}``) asks for the provenance of the written sheets to be
+    recorded here (file and crawl sources; the OAI-PMH harvester writes its own): original
+    identifier and URL, first and last seen. Unchanged sheets keep theirs untouched.
+    """
     counts = BatchCounts()
     normalised = [normaliser.sheet(s) for s in sheets]
     unmapped_of = {n.sheet.local_id: n.unmapped for n in normalised}
@@ -66,8 +74,39 @@ async def write_batch(
         counts.statuses[result.local_id] = result.status
         if result.status == "deleted":
             changed.append((result.uri, None))
+    if origin is not None:
+        await _provenance(store, origin, counts.statuses, by_id, tx)
     if seen:
         await record_unmapped(store.db, store.source, seen, now=int(time.time()), tx=tx)
         counts.unmapped = sum(n for _, n, _ in seen.values())
     counts.cluster_moves = await duplicates.update(store.db, store.source, changed, tx=tx)
     return counts
+
+
+async def _provenance(
+    store: SheetStore,
+    origin: Mapping[str, Any],
+    statuses: Mapping[str, str],
+    sheets: Mapping[str, Sheet],
+    tx: BaseDBAsyncClient,
+) -> None:
+    moved = [k for k, status in statuses.items() if status in ("created", "updated", "deleted")]
+    if not moved:
+        return
+    now = datetime.fromtimestamp(int(store.now()), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = await store.provenance_of(moved, conn=tx)
+    out: dict[str, dict[str, Any]] = {}
+    for local_id in moved:
+        old = before.get(local_id, {})
+        sheet = sheets.get(local_id)
+        out[local_id] = {
+            **origin,
+            "identifier": local_id,
+            "originalURL": (sheet.url if sheet is not None else old.get("originalURL")) or None,
+            "harvestDate": now,
+            "firstSeen": old.get("firstSeen", now),
+            "lastSeen": now,
+            "deleted": sheet is None,
+            "altered": True,  # mapped from rows or pages into the sheet
+        }
+    await store.set_provenance(out, tx=tx)

@@ -204,6 +204,8 @@ async def remove_rule(db: Database, source: str, tag: str, *, clock: Callable[[]
 async def _full_next_run(db: Database, source: str, now: int, tx: BaseDBAsyncClient) -> None:
     # Only ``next_from``: a run in progress keeps its token and finishes; the one after is full.
     await db.execute("UPDATE harvest_state SET next_from = NULL WHERE source = ?", [source], conn=tx)
+    # File and crawl sources skip what they fetched unchanged: forget the validators too.
+    await db.execute("UPDATE harvest_source SET fetch_state = NULL WHERE key = ?", [source], conn=tx)
     await db.execute(
         "UPDATE harvest_source SET next_run = ? WHERE key = ? AND next_run > ?", [now, source, now], conn=tx
     )

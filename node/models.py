@@ -177,6 +177,7 @@ class HarvestSource(Model):
     created = fields.BigIntField(default=0)
     config = fields.TextField(null=True)  # JSON: kind-specific settings (file: url + mapping; crawl: sitemap...)
     info = fields.TextField(null=True)  # JSON: what probing found (Identify, NodeInfo)
+    fetch_state = fields.TextField(null=True)  # JSON: validators of the last complete file / crawl run
 
     class Meta:
         table = "harvest_source"

@@ -15,6 +15,7 @@ class Migration(migrations.Migration):
     operations = [
         ops.AddField("HarvestSource", "config", fields.TextField(null=True, unique=False)),
         ops.AddField("HarvestSource", "info", fields.TextField(null=True, unique=False)),
+        ops.AddField("HarvestSource", "fetch_state", fields.TextField(null=True, unique=False)),
         ops.CreateModel(
             name="HubCrosswalk",
             fields=[
