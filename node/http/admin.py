@@ -82,6 +82,7 @@ async def template_context(request: web.Request) -> dict[str, Any]:
         "partner": _ctx(request).partner,
         "signed_in": USER in request,
         "taxonomy": default_taxonomy(),
+        "hub": _ctx(request).store.hub,
     }
 
 
