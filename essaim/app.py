@@ -175,8 +175,10 @@ def build_app(settings: Settings, *, migrate: bool = True) -> web.Application:
     setup_federation(app, settings, outbound_config(settings))  # after database: it needs app[NODE]
     if settings.role == "hub":  # the hub harvests its sources in the background (essaim/hub.py)
         from essaim.hub import scheduler_ctx
+        from harvesting.admin import routes as hub_admin_routes
 
         app.cleanup_ctx.append(scheduler_ctx)
+        app.add_routes(hub_admin_routes)
     app.add_routes(api.routes)
     app.add_routes(admin.routes)
     app.add_routes(public.routes)

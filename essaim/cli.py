@@ -336,6 +336,8 @@ def _source_summary(row: dict[str, Any]) -> dict[str, Any]:
         "kind": row["kind"],
         "prefix": row["prefix"],
         "set": row["set_spec"] or None,
+        "config": json.loads(row["config"]) if row.get("config") else None,
+        "info": json.loads(row["info"]) if row.get("info") else None,
         "interval": int(row["interval"]),
         "enabled": bool(row["enabled"]),
         "last_run": row["last_run"],
@@ -358,6 +360,28 @@ def cmd_hub_sources(args: argparse.Namespace) -> int:
         async with open_hub(settings, db) as hub:
             if action == "add":
                 interval = args.every or settings.hub.harvest_interval
+                if args.kind == "file":
+                    return await hub.register_file(
+                        args.url,
+                        mapping=args.mapping or "",
+                        name=args.name,
+                        interval=interval,
+                        key=args.key,
+                        partner=args.partner,
+                        licence=args.licence,
+                    )
+                if args.kind == "crawl":
+                    return await hub.register_crawl(
+                        args.url,
+                        name=args.name,
+                        interval=interval,
+                        key=args.key,
+                        sitemap=args.sitemap,
+                        rules=args.rules,
+                        delay=args.delay,
+                        max_pages=args.max_pages,
+                        partner=args.partner,
+                    )
                 return await hub.register(args.url, name=args.name, prefix=args.prefix, interval=interval, key=args.key)
             if action == "remove":
                 return await hub.registry.remove(args.key)
@@ -535,8 +559,23 @@ def build_parser() -> argparse.ArgumentParser:
     sources = hub.add_parser("sources", help="the sources the hub harvests").add_subparsers(
         dest="sources_command", required=True
     )
-    p = sources.add_parser("add", parents=[common], help="check an OAI-PMH endpoint (an Essaim node) and add it")
-    p.add_argument("url", help="the node's URL (or its /oai endpoint)")
+    p = sources.add_parser(
+        "add", parents=[common], help="add a source: an OAI-PMH endpoint (an Essaim node), a file, a site to crawl"
+    )
+    p.add_argument("url", help="the node's URL (or its /oai endpoint), the file's URL, or the site to crawl")
+    p.add_argument(
+        "--kind",
+        choices=["oai", "file", "crawl"],
+        default="oai",
+        help="oai (default: Essaim node or any OAI-PMH provider, probed), file (CSV/JSON), crawl (sitemap pages)",
+    )
+    p.add_argument("--mapping", help="file: the import mapping (built-in name or .toml path)")
+    p.add_argument("--partner", help="file, crawl: partner name for the sheets (default: the source's name)")
+    p.add_argument("--licence", help="file: licence URL of the sheets (default: Licence Ouverte 2.0)")
+    p.add_argument("--sitemap", help="crawl: sitemap URL (default: robots.txt Sitemap lines, else /sitemap.xml)")
+    p.add_argument("--rules", help="crawl: the site's extraction rules file (TOML; default: schema.org data)")
+    p.add_argument("--delay", type=float, default=1.0, help="crawl: seconds between two pages (default 1)")
+    p.add_argument("--max-pages", type=int, default=10_000, help="crawl: pages per run at most")
     p.add_argument("--name", help="display name (default: the repositoryName of Identify)")
     p.add_argument("--every", type=int, help="seconds between harvests (default: [hub] harvest_interval)")
     p.add_argument("--prefix", help="metadataPrefix (default: essaim when offered, else oai_dc)")
@@ -556,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: on a terminal)"
     )
     p.set_defaults(func=cmd_hub_harvest)
+    from essaim.cli_hub import add_crosswalk_parsers, add_rules_parsers
+
+    add_crosswalk_parsers(hub, common)
+    add_rules_parsers(hub)
 
     p = sub.add_parser("demo", parents=[common], help="set up demo data and serve it (the README's main command)")
     p.add_argument("--port", type=int, default=8080)

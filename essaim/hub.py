@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from essaim.settings import Settings
+from harvesting.admin import HUB
+from harvesting.duplicates import also_listed_by
 from harvesting.hub import Hub, run_scheduler
 from harvesting.transport import OaiTransport
 from node.context import NODE
 from node.db import Database
 from node.outbound import OutboundClient
-
-HUB = web.AppKey("hub", Hub)
 
 
 @asynccontextmanager
@@ -43,6 +43,8 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[NODE]
     async with open_hub(settings, ctx.db, count=ctx.count) as hub:
         app[HUB] = hub
+        # The hub's sheet pages list the other sources' sheets of the same project (node/http/public.py).
+        ctx.extra["also_listed_by"] = lambda uri: also_listed_by(ctx.db, uri)
         task = None
         if settings.hub.scheduler:
             task = asyncio.create_task(

@@ -72,7 +72,7 @@ class HubSettings:
     workers: int = 2  # sources harvested at once by this hub process
     page_size: int = 100  # not sent (OAI-PMH lets the provider choose); kept for providers' hints
     poll: float = 5.0  # seconds between two looks for due sources
-    claim_ttl: int = 1800  # a claim lapses after this many seconds (a crashed worker's source frees itself)
+    claim_ttl: int = 120  # a claim lapses after this many seconds unless renewed (every ttl/3 while harvesting)
     scheduler: bool = True  # run the scheduler inside ``essaim node serve`` when role = hub
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from harvesting.ingest import write_batch
+from harvesting.normalise import Normaliser, rules_of
 from harvesting.records import NAMESPACES, Deleted, Harvested, Rejected, decode_record
 from harvesting.transport import BadResumptionToken, HarvestError, ListPage, OaiTransport
 from node.db import Database
@@ -73,6 +75,8 @@ class HarvestStats:
     unchanged: int = 0
     deleted: int = 0
     rejected: int = 0
+    places_resolved: int = 0  # places the gazetteer completed
+    unmapped_tags: int = 0  # tag occurrences queued for the operator's crosswalk
     errors: list[str] = field(default_factory=list)
     duration: float = 0.0
     complete: bool = False  # the run reached the last page
@@ -106,6 +110,7 @@ class Harvester:
         self.hub_base_url = hub_base_url
         self.config = config or HarvestConfig()
         self.clock = clock
+        self._normaliser = Normaliser()
 
     def store(self, source: Source) -> SheetStore:
         return SheetStore(self.db, base_url=self.hub_base_url, source=source.key, hub=True, clock=self.clock)
@@ -171,6 +176,8 @@ class Harvester:
         started = time.monotonic()
         stats = HarvestStats(source=source.key)
         state = await self.state(source)
+        # The crosswalk is read once per run: a rule edited meanwhile applies from the next (full) run.
+        self._normaliser = Normaliser(await rules_of(self.db, source.key))
         try:
             await self._run(source, state, stats)
         except HarvestError as error:
@@ -278,23 +285,22 @@ class Harvester:
         live = [d for d in latest.values() if isinstance(d, Harvested)]
         gone = [d for d in latest.values() if isinstance(d, Deleted)]
         store = self.store(source)
-        counts = {"created": 0, "updated": 0, "unchanged": 0, "deleted": 0, "missing": 0}
         async with self.db.transaction() as tx:
             before = await store.provenance_of(list(latest), conn=tx)
-            for result in await store.upsert_many([d.sheet for d in live], tx=tx):
-                counts[result.status] += 1
-            statuses = {r.local_id: r.status for r in await store.delete_many([d.identifier for d in gone], tx=tx)}
-            for status in statuses.values():
-                counts[status] += 1
+            counts = await write_batch(
+                store, self._normaliser, [d.sheet for d in live], [d.identifier for d in gone], tx=tx
+            )
             await store.set_provenance(self._provenance(source, live, gone, before), tx=tx)
             await self._checkpoint(tx, state, page.token, run_started, pages)
         # Counted once the page is committed: a rolled-back page added nothing.
         stats.pages += 1
-        stats.added += counts["created"]
-        stats.updated += counts["updated"]
-        stats.unchanged += counts["unchanged"] + counts["missing"]
-        stats.deleted += counts["deleted"]
+        stats.added += counts.created
+        stats.updated += counts.updated
+        stats.unchanged += counts.unchanged + counts.missing
+        stats.deleted += counts.deleted
         stats.rejected += rejected
+        stats.places_resolved += counts.places_resolved
+        stats.unmapped_tags += counts.unmapped
 
     def _provenance(
         self,

@@ -26,14 +26,17 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+from yarl import URL
+
 from harvesting.harvester import HarvestConfig, Harvester, HarvestStats, Source
 from harvesting.transport import ListPage, MalformedResponse, OaiTransport
 from node.db import Database
+from node.outbound import OutboundClient, OutboundError
 from protocol.oai.namespaces import OAI, qn
 
 logger = logging.getLogger("essaim.hub")
 
-KINDS = ("essaim", "oai")
+KINDS = ("essaim", "oai", "file", "crawl")
 FAILURE_RETRY = 600  # seconds before a failed source is tried again (at most its interval)
 
 PageHook = Callable[[str, ListPage], None]
@@ -81,6 +84,8 @@ def stats_dict(stats: HarvestStats) -> dict[str, Any]:
         "unchanged": stats.unchanged,
         "deleted": stats.deleted,
         "rejected": stats.rejected,
+        "places_resolved": stats.places_resolved,
+        "unmapped_tags": stats.unmapped_tags,
         "errors": list(stats.errors),
         "duration": round(stats.duration, 3),
         "complete": stats.complete,
@@ -122,6 +127,46 @@ async def probe(transport: OaiTransport, url: str) -> Probe:
     return Probe(base_url=base_url, name=name, granularity=granularity, prefixes=prefixes)
 
 
+NODEINFO_RELS = (
+    "http://nodeinfo.diaspora.software/ns/schema/2.1",
+    "http://nodeinfo.diaspora.software/ns/schema/2.0",
+)
+
+
+def site_of(oai_url: str) -> str:
+    """The site root of an OAI endpoint (``…/oai`` stripped): where ``/.well-known/`` lives."""
+    return oai_url[: -len("/oai")] if oai_url.endswith("/oai") else oai_url.rstrip("/")
+
+
+async def nodeinfo(client: OutboundClient, site: str) -> dict[str, Any]:
+    """NodeInfo 2.x of a site (what software, how many posts), through the hardened client.
+
+    Returns ``{"software": …, "usage": …, "metadata": …}`` or ``{"error": reason}``: a plain
+    OAI-PMH provider has no NodeInfo, which is not a reason to refuse it. The document must sit
+    on the site's own host (a link elsewhere is not followed).
+    """
+    try:
+        links = (await client.get(f"{site}/.well-known/nodeinfo", max_bytes=64 * 1024)).json()
+        hrefs = [
+            str(link.get("href", ""))
+            for rel in NODEINFO_RELS
+            for link in (links.get("links") or [])
+            if isinstance(link, dict) and link.get("rel") == rel
+        ]
+        if not hrefs:
+            return {"error": "no NodeInfo 2.x link"}
+        if URL(hrefs[0]).host != URL(site).host:
+            return {"error": f"NodeInfo link on another host: {hrefs[0][:200]}"}
+        doc = (await client.get(hrefs[0], max_bytes=256 * 1024)).json()
+    except OutboundError as exc:
+        return {"error": str(exc)[:300]}
+    except (ValueError, AttributeError, TypeError) as exc:
+        return {"error": f"not a NodeInfo document: {str(exc)[:200]}"}
+    if not isinstance(doc, dict) or not isinstance(doc.get("software"), dict):
+        return {"error": "not a NodeInfo document (no software)"}
+    return {k: doc.get(k) for k in ("version", "software", "protocols", "usage", "metadata") if k in doc}
+
+
 # --------------------------------------------------------------------- registry
 
 
@@ -147,6 +192,8 @@ class SourceRegistry:
         interval: int = 3600,
         key: str | None = None,
         enabled: bool = True,
+        config: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         if kind not in KINDS:
             raise SourceError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -171,9 +218,23 @@ class SourceRegistry:
         now = self.now()
         await self.db.execute(
             "INSERT INTO harvest_source (key, base_url, kind, prefix, set_spec, name, granularity, interval, enabled,"
-            " next_run, last_run, last_stats, last_error, running_by, claimed_until, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, 0, ?)",
-            [key, base_url, kind, prefix, set_spec, name, granularity, interval, enabled, now, now],
+            " next_run, last_run, last_stats, last_error, running_by, claimed_until, created, config, info)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, 0, ?, ?, ?)",
+            [
+                key,
+                base_url,
+                kind,
+                prefix,
+                set_spec,
+                name,
+                granularity,
+                interval,
+                enabled,
+                now,
+                now,
+                json.dumps(dict(config), ensure_ascii=False) if config else None,
+                json.dumps(dict(info), ensure_ascii=False) if info else None,
+            ],
         )
         row = await self.get(key)
         assert row is not None
@@ -235,6 +296,14 @@ class SourceRegistry:
         assert claimed is not None
         return claimed
 
+    async def renew(self, row: Mapping[str, Any], worker: str, *, ttl: int) -> bool:
+        """Extend this worker's claim (the heartbeat of a long harvest); False if it was lost."""
+        count = await self.db.execute(
+            "UPDATE harvest_source SET claimed_until = ? WHERE id = ? AND running_by = ?",
+            [self.now() + ttl, row["id"], worker],
+        )
+        return count == 1
+
     async def _claim_id(self, row_id: int, worker: str, now: int, ttl: int) -> bool:
         count = await self.db.execute(
             "UPDATE harvest_source SET running_by = ?, claimed_until = ? WHERE id = ? AND claimed_until < ?",
@@ -290,7 +359,7 @@ class Hub:
         transport: OaiTransport,
         *,
         hub_base_url: str,
-        claim_ttl: int = 1800,
+        claim_ttl: int = 120,
         config: HarvestConfig | None = None,
         count: Counter | None = None,
         clock: Callable[[], float] = time.time,
@@ -319,12 +388,23 @@ class Hub:
         set_spec: str = "",
         key: str | None = None,
     ) -> dict[str, Any]:
-        """Check the endpoint (Identify, ListMetadataFormats) and add it as a source."""
+        """Check the endpoint (Identify, ListMetadataFormats, NodeInfo) and add it as a source.
+
+        It is an Essaim node when it offers the native ``essaim`` format or its NodeInfo names
+        the ``essaim`` software; what both said is kept in the source's ``info``.
+        """
         found = await probe(self.transport, url)
-        kind = found.kind
+        about = await nodeinfo(self.transport.client, site_of(found.base_url))
+        software = str(((about.get("software") or {}).get("name")) or "").lower()
+        kind = "essaim" if found.kind == "essaim" or software == "essaim" else "oai"
         chosen = prefix or ("essaim" if kind == "essaim" else "oai_dc")
         if chosen not in found.prefixes:
             raise SourceError(f"{found.base_url} does not offer the metadata format {chosen!r} ({found.prefixes})")
+        info = {
+            "identify": {"repositoryName": found.name, "granularity": found.granularity},
+            "formats": list(found.prefixes),
+            "nodeinfo": about,
+        }
         return await self.registry.add(
             base_url=found.base_url,
             name=name or found.name or found.base_url,
@@ -334,14 +414,102 @@ class Hub:
             granularity=found.granularity,
             interval=interval,
             key=key,
+            info=info,
         )
+
+    async def register_file(
+        self,
+        url: str,
+        *,
+        mapping: str,
+        name: str | None = None,
+        interval: int = 3600,
+        key: str | None = None,
+        partner: str | None = None,
+        licence: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a CSV or JSON file published at ``url``, read with an import mapping; fetched once to check."""
+        from harvesting.files import check_config
+
+        if not url.startswith(("http://", "https://")):
+            raise SourceError(f"{url!r}: not an http(s) URL")
+        try:
+            config = check_config({"mapping": mapping, "partner": partner, "licence": licence})
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
+        try:
+            response = await self.transport.client.get(url, max_bytes=1024 * 1024 * 200)
+        except OutboundError as exc:
+            raise SourceError(f"{url}: {exc}") from None
+        size = len(response.body)
+        stem = URL(url).name or URL(url).host or url
+        return await self.registry.add(
+            base_url=url,
+            name=name or partner or stem,
+            kind="file",
+            prefix="file",
+            interval=interval,
+            key=key,
+            config=config,
+            info={"content_type": response.headers.get("Content-Type"), "bytes": size},
+        )
+
+    async def register_crawl(
+        self,
+        site: str,
+        *,
+        name: str | None = None,
+        interval: int = 86_400,
+        key: str | None = None,
+        sitemap: str | None = None,
+        rules: str | None = None,
+        delay: float = 1.0,
+        max_pages: int = 10_000,
+        partner: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a partner site to crawl (sitemap + schema.org data or a rules file)."""
+        from harvesting.crawler import check_config
+
+        site = site.strip().rstrip("/")
+        if not site.startswith(("http://", "https://")):
+            raise SourceError(f"{site!r}: not an http(s) URL")
+        try:
+            config = check_config(
+                {"sitemap": sitemap, "rules": rules, "delay": delay, "max_pages": max_pages, "partner": partner}
+            )
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
+        return await self.registry.add(
+            base_url=site,
+            name=name or partner or (URL(site).host or site),
+            kind="crawl",
+            prefix="crawl",
+            interval=interval,
+            key=key,
+            config=config,
+        )
+
+    async def _harvest_row(self, row: Mapping[str, Any], on_page: PageHook | None) -> HarvestStats:
+        kind = str(row["kind"])
+        if kind == "file":
+            from harvesting.files import FileHarvester
+
+            files = FileHarvester(self.db, self.transport.client, hub_base_url=self.hub_base_url, clock=self.clock)
+            return await files.harvest(row)
+        if kind == "crawl":
+            from harvesting.crawler import Crawler
+
+            crawler = Crawler(self.db, self.transport.client, hub_base_url=self.hub_base_url, clock=self.clock)
+            return await crawler.harvest(row)
+        transport = _ObservedTransport(self.transport, str(row["key"]), on_page) if on_page else self.transport
+        harvester = Harvester(self.db, transport, hub_base_url=self.hub_base_url, config=self.config, clock=self.clock)
+        return await harvester.harvest(source_of(row))
 
     async def run_claimed(self, row: Mapping[str, Any], on_page: PageHook | None = None) -> HarvestStats:
         """Harvest a source this worker has claimed, then record the run and release the claim."""
-        transport = _ObservedTransport(self.transport, str(row["key"]), on_page) if on_page else self.transport
-        harvester = Harvester(self.db, transport, hub_base_url=self.hub_base_url, config=self.config, clock=self.clock)
+        heartbeat = asyncio.create_task(self._heartbeat(row), name=f"claim {row['key']}")
         try:
-            stats = await harvester.harvest(source_of(row))
+            stats = await self._harvest_row(row, on_page)
         except asyncio.CancelledError:
             # Shutdown: the committed pages stay, the claim is released, the run is due again.
             await asyncio.shield(self.registry.finish(row, self.worker, None))
@@ -349,6 +517,9 @@ class Hub:
         except Exception as exc:  # a bug or a database failure: recorded, retried later
             logger.exception("hub.run_crashed", extra={"event": "hub.run_crashed", "source": row["key"]})
             stats = HarvestStats(source=str(row["key"]), errors=[f"crash: {type(exc).__name__}: {exc}"])
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         next_run = await self.registry.finish(row, self.worker, stats)
         self.count("harvest_runs_total")
         self.count("harvest_failures_total", 0 if stats.ok else 1)
@@ -366,6 +537,18 @@ class Hub:
             },
         )
         return stats
+
+    async def _heartbeat(self, row: Mapping[str, Any]) -> None:
+        """Renew the claim every third of its lifetime: a live worker keeps its source however long the
+        harvest takes, while the claim of a killed worker lapses after ``claim_ttl`` seconds."""
+        while True:
+            await asyncio.sleep(max(0.5, self.claim_ttl / 3))
+            try:
+                if not await self.registry.renew(row, self.worker, ttl=self.claim_ttl):
+                    logger.warning("hub.claim_lost", extra={"event": "hub.claim_lost", "source": row["key"]})
+                    return
+            except Exception:
+                logger.exception("hub.claim_renew_failed", extra={"event": "hub.claim_renew_failed"})
 
     async def harvest_now(self, key: str, on_page: PageHook | None = None) -> HarvestStats:
         row = await self.registry.claim(key, self.worker, ttl=self.claim_ttl)

@@ -209,6 +209,11 @@ class Importer:
 
     # ------------------------------------------------------------------ reading
 
+    def read(self, path: Path, report: ImportReport) -> Iterator[Sheet]:
+        """The file's sheets, validated, without writing anything (row errors go to ``report``):
+        for callers with their own write path, such as the hub's file and crawl sources."""
+        return self._sheets(path, report)
+
     def _sheets(self, path: Path, report: ImportReport) -> Iterator[Sheet]:
         if self.mapping.format == "native":
             yield from self._native(path, report)

@@ -175,6 +175,9 @@ class HarvestSource(Model):
     running_by = fields.CharField(max_length=128, null=True)
     claimed_until = fields.BigIntField(default=0)
     created = fields.BigIntField(default=0)
+    config = fields.TextField(null=True)  # JSON: kind-specific settings (file: url + mapping; crawl: sitemap...)
+    info = fields.TextField(null=True)  # JSON: what probing found (Identify, NodeInfo)
+    fetch_state = fields.TextField(null=True)  # JSON: validators of the last complete file / crawl run
 
     class Meta:
         table = "harvest_source"
@@ -337,3 +340,53 @@ class ApDomain(Model):
 
     class Meta:
         table = "ap_domain"
+
+
+class HubCrosswalk(Model):
+    """The hub operator's rule: a partner tag of one source (folded) → taxonomy codes (``()`` = ignored)."""
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=128)
+    tag_key = fields.CharField(max_length=255)  # protocol.taxonomy.fold(tag)
+    tag = fields.CharField(max_length=255)  # the spelling the operator saw
+    codes = fields.TextField()  # space-separated taxonomy codes, "" for a deliberately ignored tag
+    updated = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "hub_crosswalk"
+        unique_together = (("source", "tag_key"),)
+
+
+class HubUnmappedTag(Model):
+    """A harvested tag that neither the node, the crosswalk nor the taxonomy labels map: the operator's queue."""
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=128)
+    tag_key = fields.CharField(max_length=255)
+    tag = fields.CharField(max_length=255)
+    occurrences = fields.IntField(default=0)  # in records written by harvests since first seen
+    first_seen = fields.BigIntField(default=0)
+    last_seen = fields.BigIntField(default=0)
+    example = fields.CharField(max_length=512, default="")  # URI of a sheet carrying it
+
+    class Meta:
+        table = "hub_unmapped_tag"
+        unique_together = (("source", "tag_key"),)
+
+
+class HubSheetMatch(Model):
+    """Duplicate detection key of a harvested sheet (place + holder block, folded title) and its cluster."""
+
+    id = fields.BigIntField(primary_key=True)
+    uri = fields.CharField(max_length=512, unique=True)
+    source = fields.CharField(max_length=128)
+    block = fields.CharField(max_length=255)
+    title_key = fields.TextField()
+    cluster = fields.CharField(max_length=512, null=True)  # NULL: listed by one source only
+
+    class Meta:
+        table = "hub_sheet_match"
+        indexes = (
+            Index(fields=("block",), name="hub_sheet_match_block"),
+            Index(fields=("cluster",), name="hub_sheet_match_cluster"),
+        )

@@ -83,6 +83,7 @@ async def template_context(request: web.Request) -> dict[str, Any]:
         "signed_in": USER in request,
         "federation_nav": bool(_ctx(request).extra.get("federation_nav")),
         "taxonomy": default_taxonomy(),
+        "hub": _ctx(request).store.hub,
     }
 
 

@@ -40,7 +40,7 @@ class NodeProcess:
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{self.port}/ctl/{action}"
             query = {k: str(v) for k, v in params.items()}
-            method = session.get if action == "sheets" else session.post
+            method = session.get if action in ("sheets", "requests") else session.post
             async with method(url, params=query) as response:
                 response.raise_for_status()
                 return await response.json()

@@ -6,7 +6,9 @@ The node runs apart from the hub under test because a process holds one Tortoise
 database context: the hub's database lives in the test process. Test-only
 ``/ctl/*`` routes change the node's sheets through ``SheetStore`` (the node's own
 write path) and switch on a failure mode that answers the OAI requests after the
-first ``after`` ones with ``mode`` (500, or a connection cut mid-body).
+first ``after`` ones with ``mode`` (500, or a connection cut mid-body), slow every
+OAI answer down (``/ctl/slow?delay=S``) and list the OAI requests served
+(``/ctl/requests``, cleared by ``reset``).
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ async def main(directory: str) -> None:
     db = await Database(f"sqlite:///{directory}/node.sqlite3").open()
     await db.upgrade()
     store = SheetStore(db, base_url="https://noeud.essaim.test")
-    failure: dict[str, Any] = {"after": None, "mode": "500", "served": 0}
+    failure: dict[str, Any] = {"after": None, "mode": "500", "served": 0, "delay": 0.0}
+    requests: list[dict[str, str]] = []
 
     @web.middleware
     async def failing(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path == "/oai":
+            requests.append(dict(request.query))
+            if failure["delay"]:
+                await asyncio.sleep(failure["delay"])
             failure["served"] += 1
             after = failure["after"]
             if after is not None and failure["served"] > after:
@@ -70,13 +76,21 @@ async def main(directory: str) -> None:
     async def reset(request: web.Request) -> web.Response:
         for table in ("sheet_set", "sheet_format", "sheet"):
             await db.execute(f"DELETE FROM {table}")
-        failure.update(after=None, mode="500", served=0)
+        failure.update(after=None, mode="500", served=0, delay=0.0)
+        requests.clear()
         return web.json_response({"ok": True})
 
     async def fail(request: web.Request) -> web.Response:
         after = request.query.get("after")
         failure.update(after=int(after) if after else None, mode=request.query.get("mode", "500"), served=0)
         return web.json_response({"ok": True})
+
+    async def slow(request: web.Request) -> web.Response:
+        failure["delay"] = float(request.query["delay"])
+        return web.json_response({"ok": True})
+
+    async def served(request: web.Request) -> web.Response:
+        return web.json_response(requests)
 
     async def live(request: web.Request) -> web.Response:
         rows = await db.fetch("SELECT local_id, deleted, data FROM sheet ORDER BY local_id")
@@ -90,6 +104,8 @@ async def main(directory: str) -> None:
     app.router.add_post("/ctl/reset", reset)
     app.router.add_post("/ctl/fail", fail)
     app.router.add_get("/ctl/sheets", live)
+    app.router.add_post("/ctl/slow", slow)
+    app.router.add_get("/ctl/requests", served)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import subprocess
@@ -52,6 +53,10 @@ def test_demo_no_serve_harvests_every_node(tmp_path: Path, capsys: pytest.Captur
     )
     sources = live_counts(base / "hub" / "essaim.sqlite3", "SELECT base_url, key FROM harvest_source")
     assert len(sources) == 3
+    # Registration read Identify and NodeInfo: the nodes say they run Essaim.
+    infos = live_counts(base / "hub" / "essaim.sqlite3", "SELECT key, info FROM harvest_source")
+    for info in map(json.loads, infos.values()):  # type: ignore[arg-type]
+        assert info["nodeinfo"]["software"]["name"] == "essaim" and "essaim" in info["formats"]
     for n in (1, 2, 3):
         node = live_counts(base / f"node-{n}" / "essaim.sqlite3", "SELECT 'all', COUNT(*) FROM sheet WHERE deleted = 0")
         assert node["all"] >= 20

@@ -1,0 +1,216 @@
+"""Cross-source duplicate clusters of harvested sheets: the same project listed by several partners.
+
+Two sheets are listed as the same project when they come from different sources,
+sit in the same *block* -- same place (folded commune name, else INSEE code, else
+département) and same holder (folded name, legal-form words dropped) -- and their
+titles are similar (folded word sets overlapping by at least ``JACCARD``, or a
+character ratio of at least ``RATIO``). Clusters are the connected components of
+that relation; a cluster's id is derived from its smallest member URI, so it stays
+put while that member does.
+
+Records are never merged: each sheet keeps its own row, and the cluster only
+feeds the "also listed by" list of a sheet page and the ``duplicate_cluster``
+facet of the search index (:func:`clusters_of`). Each harvest page updates the
+rows of the sheets it changed, and re-clusters the blocks they left or joined,
+in the page's transaction; a page that changes nothing writes nothing here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from node.db import Database
+from protocol.sheet import Sheet
+from protocol.taxonomy import fold
+
+JACCARD = 0.6
+RATIO = 0.85
+MAX_BLOCK = 400  # rows compared pairwise in one block; a larger block is clustered on exact titles only
+BATCH = 500
+
+_HOLDER_NOISE = frozenset(
+    "association asso assoc sas sasu sarl scop scic sa eurl gip ess collectif cooperative"
+    " de des du la le les l d".split()
+)
+_TITLE_NOISE = frozenset("de des du la le les l d un une et en a au aux pour par sur the of and".split())
+
+
+@dataclass(frozen=True, slots=True)
+class MatchKey:
+    block: str
+    title_key: str
+
+
+def match_key(sheet: Sheet) -> MatchKey | None:
+    """The block and folded title of a sheet; None when it lacks a holder, a place or a title."""
+    if sheet.holder is None or not sheet.title:
+        return None
+    holder = " ".join(w for w in fold(sheet.holder.name).replace("'", " ").split() if w not in _HOLDER_NOISE)
+    if not holder:
+        return None
+    place = ""
+    for p in sheet.places:
+        # The commune's name before its code: sources resolve codes differently (one from its
+        # coordinates, one from a text), the gazetteer fills the name either way.
+        if p.commune:
+            place = f"c:{fold(p.commune)}"
+        elif p.insee:
+            place = f"i:{p.insee}"
+        elif p.departement:
+            place = f"d:{p.departement}"
+        if place:
+            break
+    if not place:
+        return None
+    title = " ".join(w for w in fold(sheet.title).replace("'", " ").split() if w not in _TITLE_NOISE)
+    return MatchKey(block=f"{place}|{holder}"[:255], title_key=title or fold(sheet.title))
+
+
+def similar(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    wa, wb = set(a.split()), set(b.split())
+    if wa and wb and len(wa & wb) / len(wa | wb) >= JACCARD:
+        return True
+    return SequenceMatcher(None, a, b).ratio() >= RATIO
+
+
+def cluster_id(uris: Sequence[str]) -> str:
+    return "dup-" + hashlib.sha256(min(uris).encode("utf-8")).hexdigest()[:16]
+
+
+def components(rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+    """uri → cluster id (None for a sheet alone) for the rows of one block; links only across sources."""
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if len(rows) <= MAX_BLOCK:
+        for i in range(len(rows)):
+            for j in range(i + 1, len(rows)):
+                if rows[i]["source"] != rows[j]["source"] and similar(rows[i]["title_key"], rows[j]["title_key"]):
+                    parent[find(i)] = find(j)
+    else:  # a crowded block (one big holder in one city): exact folded titles only, in linear time
+        first: dict[str, int] = {}
+        for i, row in enumerate(rows):
+            j = first.setdefault(row["title_key"], i)
+            if j != i:
+                parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(rows)):
+        groups.setdefault(find(i), []).append(i)
+    out: dict[str, str | None] = {}
+    for members in groups.values():
+        sources = {rows[i]["source"] for i in members}
+        uris = [str(rows[i]["uri"]) for i in members]
+        cid = cluster_id(uris) if len(sources) > 1 else None
+        for uri in uris:
+            out[uri] = cid
+    return out
+
+
+async def update(
+    db: Database, source: str, changed: Sequence[tuple[str, Sheet | None]], *, tx: BaseDBAsyncClient
+) -> int:
+    """Re-key the changed sheets of ``source`` (``None``: deleted) and re-cluster the blocks concerned.
+
+    Returns how many cluster assignments moved.
+    """
+    if not changed:
+        return 0
+    uris = list(dict.fromkeys(uri for uri, _ in changed))
+    blocks: set[str] = set()
+    for start in range(0, len(uris), BATCH):
+        chunk = uris[start : start + BATCH]
+        marks = ", ".join("?" for _ in chunk)
+        rows = await db.fetch(f"SELECT block FROM hub_sheet_match WHERE uri IN ({marks})", chunk, conn=tx)
+        blocks.update(str(r["block"]) for r in rows)
+        await db.execute(f"DELETE FROM hub_sheet_match WHERE uri IN ({marks})", chunk, conn=tx)
+    fresh: dict[str, tuple[str, str]] = {}
+    for uri, sheet in changed:
+        key = match_key(sheet) if sheet is not None else None
+        if key is None:
+            fresh.pop(uri, None)
+        else:
+            fresh[uri] = (key.block, key.title_key)
+    await db.executemany(
+        "INSERT INTO hub_sheet_match (uri, source, block, title_key, cluster) VALUES (?, ?, ?, ?, NULL)",
+        [(uri, source, block, title) for uri, (block, title) in fresh.items()],
+        conn=tx,
+    )
+    blocks.update(block for block, _ in fresh.values())
+    moved = 0
+    ordered = sorted(blocks)
+    for start in range(0, len(ordered), BATCH):
+        chunk = ordered[start : start + BATCH]
+        marks = ", ".join("?" for _ in chunk)
+        rows = await db.fetch(
+            f"SELECT uri, source, block, title_key, cluster FROM hub_sheet_match WHERE block IN ({marks})"
+            " ORDER BY block, uri",
+            chunk,
+            conn=tx,
+        )
+        by_block: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_block.setdefault(str(row["block"]), []).append(row)
+        updates: list[tuple[str | None, str]] = []
+        for members in by_block.values():
+            assigned = components(members)
+            updates.extend((assigned[r["uri"]], r["uri"]) for r in members if assigned[r["uri"]] != r["cluster"])
+        await db.executemany("UPDATE hub_sheet_match SET cluster = ? WHERE uri = ?", updates, conn=tx)
+        moved += len(updates)
+    return moved
+
+
+async def clusters_of(db: Database, uris: Sequence[str]) -> dict[str, str]:
+    """uri → duplicate cluster id, for the given sheet URIs that other sources also list.
+
+    Sheets listed by one source only are absent from the answer. One query per 500 URIs
+    on an indexed column: cheap enough to call for every indexing batch.
+    """
+    out: dict[str, str] = {}
+    ids = list(dict.fromkeys(uris))
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
+        marks = ", ".join("?" for _ in chunk)
+        rows = await db.fetch(
+            f"SELECT uri, cluster FROM hub_sheet_match WHERE uri IN ({marks}) AND cluster IS NOT NULL", chunk
+        )
+        out.update({str(r["uri"]): str(r["cluster"]) for r in rows})
+    return out
+
+
+async def also_listed_by(db: Database, uri: str) -> list[dict[str, Any]]:
+    """The other sheets of the cluster of ``uri``: uri, source key and name, title, original URL."""
+    rows = await db.fetch(
+        "SELECT m.uri, m.source, s.data, h.name AS source_name FROM hub_sheet_match m"
+        " JOIN hub_sheet_match me ON me.cluster = m.cluster AND me.uri = ?"
+        " JOIN sheet s ON s.uri = m.uri LEFT JOIN harvest_source h ON h.key = m.source"
+        " WHERE m.uri <> ? AND s.deleted = ? ORDER BY m.source, m.uri",
+        [uri, uri, False],
+    )
+    out = []
+    for row in rows:
+        data = json.loads(row["data"]) if row["data"] else {}
+        out.append(
+            {
+                "uri": row["uri"],
+                "source": row["source"],
+                "source_name": row["source_name"] or row["source"],
+                "title": data.get("title", ""),
+                "url": data.get("url"),
+                "partner": (data.get("partner") or {}).get("name"),
+            }
+        )
+    return out

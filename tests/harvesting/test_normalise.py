@@ -1,0 +1,151 @@
+"""Normalisation on the hub: crosswalk and its queue of unmapped tags, gazetteer places, duplicate clusters.
+
+The hub harvests one real node twice, as two sources (native ``essaim`` and ``oai_dc``): the
+same projects listed by two sources, which the duplicate detector must pair, never merge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from harvesting import duplicates, normalise
+from harvesting.hub import Hub
+from harvesting.normalise import Normaliser
+from harvesting.transport import OaiTransport, TransportConfig
+from node.db import Database
+from node.outbound import OutboundClient
+from protocol.sheet import Holder, Partner, Place, Sheet, TagMapping, sheet_from_dict
+from tests.harvesting.conftest import HUB_URL, NodeProcess, outbound_config
+
+COUNT = 20
+
+
+@asynccontextmanager
+async def hub_for(db: Database, port: int) -> AsyncIterator[Hub]:
+    async with OutboundClient(outbound_config(port)) as client:
+        yield Hub(db, OaiTransport(client, TransportConfig(max_retries=1)), hub_base_url=HUB_URL)
+
+
+def sheet(**kw: object) -> Sheet:
+    base = Sheet(id="", local_id="x", title="Un jardin partagé", partner=Partner(name="P"))
+    return Sheet(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, **kw})  # type: ignore[arg-type]
+
+
+def test_normaliser_maps_tags_and_places() -> None:
+    n = Normaliser({"potager": ("ALI",), "divers": ()})
+    out = n.sheet(
+        sheet(
+            tags=(
+                TagMapping("Potager"),  # the operator's rule
+                TagMapping("jardin partagé", ("SOL",)),  # the node's own mapping, no rule: kept
+                TagMapping("Divers"),  # deliberately ignored by a rule: not queued
+                TagMapping("inclassable"),  # nothing maps it: queued
+            ),
+            places=(Place(address="35000 Rennes"), Place(address="quelque part")),
+        )
+    )
+    assert [t.codes for t in out.sheet.tags] == [("ALI",), ("SOL",), (), ()]
+    assert out.unmapped == ["inclassable"]
+    assert "ALI" in out.sheet.subthemes and "SOL" in out.sheet.themes and "ENV" in out.sheet.themes
+    rennes, nowhere = out.sheet.places
+    assert (rennes.insee, rennes.commune, rennes.departement) == ("35238", "Rennes", "35")
+    assert rennes.lat is not None and rennes.address == "35000 Rennes"
+    assert nowhere == Place(address="quelque part") and out.places_resolved == 1
+    # A sheet its node placed already is left alone; normalising twice changes nothing.
+    assert n.sheet(out.sheet).sheet == out.sheet
+
+
+def test_duplicate_key_and_similarity() -> None:
+    a = sheet(holder=Holder("Association Les Jardins"), places=(Place(commune="Rennes", insee="35238"),))
+    b = sheet(title="Jardin partagé", holder=Holder("Les jardins"), places=(Place(commune="RENNES"),))
+    ka, kb = duplicates.match_key(a), duplicates.match_key(b)
+    assert ka and kb and ka.block == kb.block == "c:rennes|jardins"
+    assert duplicates.similar(ka.title_key, kb.title_key)
+    assert not duplicates.similar(ka.title_key, "ressourcerie solidaire")
+    assert duplicates.match_key(sheet(places=(Place(commune="Rennes"),))) is None  # no holder: never clustered
+
+
+@pytest.fixture
+async def seeded(node: NodeProcess) -> NodeProcess:
+    await node.ctl("reset")
+    await node.ctl("seed", count=COUNT)
+    await asyncio.sleep(1.05 - time.time() % 1)
+    return node
+
+
+async def live_sheets(db: Database, source: str) -> dict[str, Sheet]:
+    rows = await db.fetch("SELECT uri, data FROM sheet WHERE source = ? AND deleted = ?", [source, False])
+    return {r["uri"]: sheet_from_dict(json.loads(r["data"])) for r in rows}
+
+
+async def test_crosswalk_queue_places_and_duplicates(seeded: NodeProcess, hub_db: Database) -> None:
+    db = hub_db
+    for table in ("harvest_source", "hub_crosswalk", "hub_unmapped_tag", "hub_sheet_match"):
+        await db.execute(f"DELETE FROM {table}")
+    async with hub_for(db, seeded.port) as hub:
+        await hub.register(seeded.oai_url, key="natif")
+        await hub.register(seeded.oai_url, key="dc", prefix="oai_dc")
+        for key in ("natif", "dc"):
+            stats = await hub.harvest_now(key)
+            assert stats.ok and stats.added == COUNT
+
+        # The queue: "inclassable" from both sources; "jardin partagé" only where no node mapping came.
+        queue = {(r["source"], r["tag"]): r["occurrences"] for r in await normalise.unmapped(db)}
+        assert queue[("natif", "inclassable")] == queue[("dc", "inclassable")] == COUNT
+        assert ("natif", "jardin partagé") not in queue and queue[("dc", "jardin partagé")] == COUNT
+
+        # Places: the oai_dc records carry only "Rennes, <département> (NN), <région>": the gazetteer
+        # gives them the commune's code and coordinates.
+        dc = await live_sheets(db, "dc")
+        assert all(s.places[0].commune == "Rennes" and s.places[0].lat is not None for s in dc.values())
+        assert sum(1 for s in dc.values() if s.places[0].insee == "35238") >= COUNT // 5
+
+        # Duplicates: each project is listed by both sources, paired, not merged.
+        natif = await live_sheets(db, "natif")
+        clusters = await duplicates.clusters_of(db, [*natif, *dc])
+        assert len(clusters) == 2 * COUNT and len(set(clusters.values())) == COUNT
+        uri = next(iter(natif))
+        (other,) = await duplicates.also_listed_by(db, uri)
+        assert (
+            other["source"] == "dc" and other["title"] == natif[uri].title and clusters[other["uri"]] == clusters[uri]
+        )
+        assert await db.fetchone("SELECT COUNT(*) AS n FROM sheet") == {"n": 2 * COUNT}
+
+        # The operator maps the tag: the queue forgets it, the next run of the source is a full one
+        # and re-normalises every stored record.
+        with pytest.raises(normalise.CrosswalkError, match="unknown taxonomy code"):
+            await normalise.set_rule(db, "dc", "Jardin  Partagé", ["NOPE"])
+        await normalise.set_rule(db, "dc", "Jardin  Partagé", ["ENV", "ALI"])
+        assert ("dc", "jardin partagé") not in {(r["source"], r["tag"]) for r in await normalise.unmapped(db)}
+        row = await hub.registry.get("dc")
+        assert row is not None and row["next_run"] <= time.time()
+        stats = await hub.harvest_now("dc")
+        assert stats.ok and stats.incremental_from is None and stats.updated == COUNT
+        dc = await live_sheets(db, "dc")
+        assert all("ALI" in s.subthemes and "ENV" in s.themes for s in dc.values())
+        mapped = {t.tag: t.codes for s in dc.values() for t in s.tags}
+        assert mapped["jardin partagé"] == ("ENV", "ALI")
+        # Unchanged since: the next incremental run writes nothing, the clusters stay.
+        stats = await hub.harvest_now("dc")
+        assert stats.ok and (stats.added, stats.updated, stats.deleted) == (0, 0, 0)
+        assert await duplicates.clusters_of(db, [*natif, *dc]) == clusters
+
+        # A project renamed on the node leaves its cluster while only one source has the new title,
+        # and is paired again once both have it; a deleted project leaves its partner alone.
+        await seeded.ctl("update", n=3, title="Ressourcerie du quartier nord")
+        await seeded.ctl("delete", n=4)
+        await asyncio.sleep(1.05 - time.time() % 1)
+        stats = await hub.harvest_now("natif")
+        assert stats.ok and (stats.updated, stats.deleted) == (1, 1)
+        after = await duplicates.clusters_of(db, [*natif, *dc])
+        assert len(after) == 2 * (COUNT - 2) and len(set(after.values())) == COUNT - 2
+        stats = await hub.harvest_now("dc")
+        assert stats.ok and (stats.updated, stats.deleted) == (1, 1)
+        after = await duplicates.clusters_of(db, [*natif, *dc])
+        assert len(after) == 2 * (COUNT - 1) and len(set(after.values())) == COUNT - 1
