@@ -52,6 +52,10 @@ class Federation:
     clock: Callable[[], float] = time.time
     wake: Any = None  # an asyncio.Event set when deliveries are enqueued
     health: Any = None  # the worker's DomainHealth (inbound activity from a host revives it)
+    inbox_writer: Any = None  # federation.inbox.InboxWriter, created on first use
+    # Remote keys in memory too (key id -> (key, fetched)): the table is the durable cache,
+    # this one spares the inbox a database round trip per request.
+    _keys: dict[str, tuple[RemoteKey, int]] = field(default_factory=dict, init=False, repr=False)
     stats: dict[str, int] = field(default_factory=dict)
     taxonomy: Taxonomy = field(default_factory=default_taxonomy)
     feeds: dict[str, LocalActor] = field(init=False)
@@ -177,8 +181,12 @@ class Federation:
     async def remote_key(self, key_id: str, *, refresh: bool = False) -> RemoteKey:
         """The public key ``key_id`` names: from the cache, else fetched (signed GET) and cached."""
         if not refresh:
+            cached = self._keys.get(key_id)
+            if cached is not None and self.now() - cached[1] < self.conf.key_cache_ttl:
+                return cached[0]
             row = await self.db.fetchone("SELECT * FROM ap_remote_actor WHERE key_id = ?", [key_id])
             if row is not None and self.now() - int(row["fetched"]) < self.conf.key_cache_ttl:
+                self._keys[key_id] = (_remote(row), int(row["fetched"]))
                 return _remote(row)
         url = key_id.split("#", 1)[0]
         try:
@@ -217,7 +225,13 @@ class Federation:
         await self.store_key(remote, username=actor.get("preferredUsername"))
         return remote
 
+    def forget_keys(self, actor: str) -> None:
+        """Drop an actor's keys from memory (its Update or Delete changed the table)."""
+        for key_id in [k for k, (remote, _) in self._keys.items() if remote.owner == actor]:
+            del self._keys[key_id]
+
     async def store_key(self, remote: RemoteKey, *, username: Any = None, conn: Any = None) -> None:
+        self._keys[remote.key_id] = (remote, self.now())
         params = [
             remote.owner,
             remote.pem,
