@@ -51,9 +51,14 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         await self.health.load()
+        ahead = 8 * self.fed.conf.workers  # claimed deliveries in flight at most (the rest stay in the table)
         while not self._stopping:
+            room = ahead - len(self._tasks)
+            if room < ahead // 2:  # claim in batches, not one row per finished delivery
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
-                claimed = await self.claim()
+                claimed = await self.claim(room)
             except Exception:
                 log.exception("delivery claim failed", extra={"event": "delivery.error"})
                 claimed = []
@@ -65,9 +70,6 @@ class DeliveryWorker:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.fed.conf.poll)
-            elif len(self._tasks) >= 4 * self.fed.conf.workers:
-                # enough claimed work in flight: wait for some of it rather than claiming further ahead
-                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
     async def stop(self) -> None:
         self._stopping = True
