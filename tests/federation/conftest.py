@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -40,6 +41,7 @@ class Node:
     username: str
     allow: str
     federation: dict[str, Any] = field(default_factory=dict)
+    database_url: str = ""  # default: SQLite in the directory
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,6 +68,7 @@ class Node:
                 self.allow,
                 self.username,
                 json.dumps(self.federation),
+                self.database_url,
             ],
             cwd=REPO,
             env=env,
@@ -194,23 +197,57 @@ class Peer:
 KEYS = generate_rsa_keypair()
 
 
+@contextlib.contextmanager
+def database_for(kind: str, name: str) -> Iterator[str]:
+    """A database URL for a node process: '' (SQLite in its directory) or a fresh PostgreSQL database."""
+    if kind == "sqlite":
+        yield ""
+        return
+    from tests.oai_support import PG_PREFIX, PG_URL, _pg_reachable
+
+    reason = asyncio.run(_pg_reachable())
+    if reason:
+        pytest.skip(reason)
+    database = f"{PG_PREFIX}{os.getpid()}_{name}"  # dropped after, or by the next run if this one dies
+
+    async def admin(sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + "/" + database
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="module")
 def ports() -> tuple[int, int, int]:
     return free_port(), free_port(), free_port()
 
 
-@pytest.fixture(scope="module")
-def nodes(ports: tuple[int, int, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def nodes(
+    request: pytest.FixtureRequest, ports: tuple[int, int, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Node, Node]]:
+    """Two nodes that follow each other, each on its own database (SQLite files, or PostgreSQL databases)."""
     allow = ",".join(str(p) for p in ports)
-    a = Node(ports[0], tmp_path_factory.mktemp("a"), "alpha", allow)
-    b = Node(ports[1], tmp_path_factory.mktemp("b"), "beta", allow)
-    a.start()
-    b.start()
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    with database_for(request.param, "a") as url_a, database_for(request.param, "b") as url_b:
+        a = Node(ports[0], tmp_path_factory.mktemp("a"), "alpha", allow, database_url=url_a)
+        b = Node(ports[1], tmp_path_factory.mktemp("b"), "beta", allow, database_url=url_b)
+        a.start()
+        b.start()
+        try:
+            yield a, b
+        finally:
+            a.stop()
+            b.stop()
 
 
 @pytest.fixture

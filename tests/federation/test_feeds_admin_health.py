@@ -15,7 +15,7 @@ import pytest
 
 from protocol.activitypub.discovery import actor_url_from_jrd, handle_from_actor
 from protocol.activitypub.signatures import prepare_verification
-from tests.federation.conftest import AP, KEYS, Node, Peer, free_port
+from tests.federation.conftest import AP, KEYS, Node, Peer, database_for, free_port
 from tests.federation.test_federation import activity, get
 
 FEEDS = ["ENV", "EDU"]
@@ -27,8 +27,15 @@ def feed_ports() -> tuple[int, int]:
     return free_port(), free_port()
 
 
-@pytest.fixture(scope="module")
-def node(feed_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def node(
+    request: pytest.FixtureRequest, feed_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    with database_for(request.param, "feeds") as url:
+        yield from _node(feed_ports, tmp_path_factory, url)
+
+
+def _node(feed_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory, url: str) -> Iterator[Node]:
     n = Node(
         feed_ports[0],
         tmp_path_factory.mktemp("feeds"),
@@ -43,6 +50,7 @@ def node(feed_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory) 
             "retry_max": 0.5,
             "max_attempts": 1000,
         },
+        database_url=url,
     )
     n.start()
     try:
