@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from essaim.settings import FederationSettings, Settings
 from federation.actors import LocalActor, feed_actors, feed_codes
+from federation.config import FederationSettings, Identity
 from node.db import Database
 from node.outbound import OutboundClient, OutboundError
 from protocol.activitypub.activities import ActorProfile
@@ -44,7 +44,8 @@ class RemoteKey:
 class Federation:
     """Everything the federation handlers and the worker share (one per app)."""
 
-    settings: Settings
+    conf: FederationSettings
+    identity: Identity
     db: Database
     client: OutboundClient
     private_pem: str
@@ -62,17 +63,17 @@ class Federation:
     node_actor: LocalActor = field(init=False)
 
     def __post_init__(self) -> None:
-        partner = self.settings.partner
+        me = self.identity
         self.node_actor = LocalActor(
             id=f"{self.base_url}/actor",
-            username=partner.username,
-            name=partner.name,
-            summary_text=partner.description,
+            username=me.username,
+            name=me.name,
+            summary_text=me.description,
             profile_url=f"{self.base_url}/",
         )
         codes = feed_codes(self.conf.feeds, self.taxonomy)
-        self.feeds = feed_actors(self.base_url, partner.name, codes, self.taxonomy)
-        taken = {partner.username.lower()}
+        self.feeds = feed_actors(self.base_url, me.name, codes, self.taxonomy)
+        taken = {me.username.lower()}
         for feed in self.feeds.values():
             if feed.username.lower() in taken:  # handles must be unique on the host (WebFinger)
                 raise ValueError(f"federation.feeds: the handle {feed.username} is already taken")
@@ -81,12 +82,8 @@ class Federation:
     # ------------------------------------------------------------ identity
 
     @property
-    def conf(self) -> FederationSettings:
-        return self.settings.federation
-
-    @property
     def base_url(self) -> str:
-        return self.settings.base_url.rstrip("/")
+        return self.identity.base_url.rstrip("/")
 
     @property
     def host(self) -> str:
@@ -120,7 +117,6 @@ class Federation:
 
     def profile(self, local: LocalActor | None = None) -> ActorProfile:
         local = local or self.node_actor
-        partner = self.settings.partner
         return ActorProfile(
             id=local.id,
             username=local.username,
@@ -134,7 +130,7 @@ class Federation:
             featured=local.featured_url,
             shared_inbox=f"{self.base_url}/inbox",
             public_key_pem=self.public_pem,
-            icon_url=partner.logo or None,
+            icon_url=self.identity.logo or None,
             discoverable=True,
             manually_approves_followers=self.conf.manually_approves_followers,
         )
