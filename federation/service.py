@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import mimetypes
 import time
 import uuid
 from collections.abc import Callable
@@ -130,7 +131,9 @@ class Federation:
             featured=local.featured_url,
             shared_inbox=f"{self.base_url}/inbox",
             public_key_pem=self.public_pem,
-            icon_url=self.identity.logo or None,
+            # Mastodon shows a raster avatar: the partner's logo, else Essaim's own icon
+            icon_url=self.identity.logo or f"{self.base_url}/static/essaim-icon.png",
+            icon_media_type=_media_type(self.identity.logo) if self.identity.logo else "image/png",
             discoverable=True,
             manually_approves_followers=self.conf.manually_approves_followers,
         )
@@ -329,6 +332,11 @@ def _key_of(document: dict[str, Any], key_id: str) -> dict[str, Any]:
         if isinstance(key, dict) and key.get("id") == key_id:
             return key
     raise SignatureRejected(f"{key_id} is not published by the fetched document")
+
+
+def _media_type(url: str) -> str:
+    guessed, _ = mimetypes.guess_type(url.split("?", 1)[0])
+    return guessed if guessed and guessed.startswith("image/") else "image/png"
 
 
 def _escape(text: str) -> str:

@@ -119,6 +119,9 @@ async def test_feed_actors_are_discoverable(node: Node) -> None:
     assert actor["endpoints"]["sharedInbox"] == f"{node.base}/inbox"
     for name in ("inbox", "outbox", "followers", "featured", "summary"):
         assert actor[name]
+    assert actor["icon"]["type"] == "Image" and actor["icon"]["mediaType"] == "image/png"
+    async with aiohttp.ClientSession() as session, session.get(actor["icon"]["url"]) as r:
+        assert r.status == 200 and (await r.read()).startswith(b"\x89PNG")
     # the Mastodon round trip, for every actor: handle -> actor -> preferredUsername@host -> same actor
     handles = set()
     for url in (f"{node.base}/actor", f"{node.base}/feeds/ENV", f"{node.base}/feeds/EDU"):
