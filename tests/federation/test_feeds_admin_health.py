@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import uuid
+from urllib.parse import quote
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -207,6 +208,8 @@ async def test_feed_follow_approval_announce_and_messages(node: Node, remote: Pe
         page = await admin.page("/admin/messages")
         assert "Plus dans le thème" in page and "essaimer ce projet à Lyon" in page and "<script>" not in page
         assert "1 non lu(s)" in page
+        edit = await admin.page("/admin/sheets/projet-30")  # the project's edit page links to its messages
+        assert f"/admin/messages?sheet={quote(env['uri'], safe='/')}" in edit
         status, _ = await admin.post("/admin/messages/read", {"sheet": env["uri"]}, "/admin/messages")
         assert status == 303
         assert "non lu" not in await admin.page(f"/admin/messages?sheet={env['uri']}")
@@ -275,3 +278,15 @@ async def test_failing_host_is_paused_then_recovers(node: Node, remote: Peer) ->
     assert f'essaim_federation_deliveries_pending{{host="{host}"}}' not in figures
     assert figures["essaim_federation_deliveries_done_total"] >= 4
     assert json.dumps(state["ap_domain"])  # the row stays, with its last success
+
+
+async def test_undo_follow_of_a_feed(node: Node, remote: Peer) -> None:
+    feed = f"{node.base}/feeds/ENV"
+    state = await node.ctl("state")
+    follow_id = next(r["follow_id"] for r in state["ap_feed_follower"] if r["actor"] == remote.actor)
+    undo = activity(remote, "Undo", {"id": follow_id, "type": "Follow", "actor": remote.actor, "object": feed})
+    assert (await remote.post(f"{feed}/inbox", undo))[0] == 202
+    state = await node.ctl("state")
+    assert all(r["actor"] != remote.actor for r in state["ap_feed_follower"])
+    _, followers, _ = await get(f"{feed}/followers")
+    assert followers["totalItems"] == 0
