@@ -6,10 +6,10 @@ import asyncio
 import json
 import re
 import uuid
-from urllib.parse import quote
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
