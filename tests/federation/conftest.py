@@ -116,6 +116,7 @@ class Peer:
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # next inbox answers, then 202
     down: bool = False  # every inbox POST answers 503 (a host in an outage)
     gets: list[dict[str, str]] = field(default_factory=list)  # headers of each GET of the actor (key fetches)
+    name: str = "mallory"  # dataclasses.replace(peer, name="bob"): another actor of the same server and key
     runner: web.AppRunner | None = None
 
     @property
@@ -124,25 +125,26 @@ class Peer:
 
     @property
     def actor(self) -> str:
-        return f"{self.base}/users/mallory"
+        return f"{self.base}/users/{self.name}"
 
     @property
     def key_id(self) -> str:
         return f"{self.actor}#main-key"
 
-    def document(self) -> dict[str, Any]:
+    def document(self, name: str | None = None) -> dict[str, Any]:
+        actor = f"{self.base}/users/{name or self.name}"
         return service_actor(
             ActorProfile(
-                id=self.actor,
-                username="mallory",
-                name="Mallory",
+                id=actor,
+                username=name or self.name,
+                name=(name or self.name).title(),
                 summary="",
-                url=self.actor,
-                inbox=f"{self.actor}/inbox",
-                outbox=f"{self.actor}/outbox",
-                followers=f"{self.actor}/followers",
-                following=f"{self.actor}/following",
-                featured=f"{self.actor}/featured",
+                url=actor,
+                inbox=f"{actor}/inbox",
+                outbox=f"{actor}/outbox",
+                followers=f"{actor}/followers",
+                following=f"{actor}/following",
+                featured=f"{actor}/featured",
                 shared_inbox=f"{self.base}/inbox",
                 public_key_pem=self.keys.public_pem,
             )
@@ -151,7 +153,7 @@ class Peer:
     async def start(self) -> None:
         async def actor(request: web.Request) -> web.Response:
             self.gets.append(dict(request.headers))
-            return web.json_response(self.document(), content_type=AP)
+            return web.json_response(self.document(request.match_info["name"]), content_type=AP)
 
         async def inbox(request: web.Request) -> web.Response:
             raw = await request.read()
@@ -166,9 +168,9 @@ class Peer:
             return web.Response(status=202)
 
         app = web.Application()
-        app.router.add_get("/users/mallory", actor)
+        app.router.add_get("/users/{name}", actor)
         app.router.add_post("/inbox", inbox)
-        app.router.add_post("/users/mallory/inbox", inbox)
+        app.router.add_post("/users/{name}/inbox", inbox)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
