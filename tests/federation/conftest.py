@@ -117,6 +117,8 @@ class Peer:
     down: bool = False  # every inbox POST answers 503 (a host in an outage)
     gets: list[dict[str, str]] = field(default_factory=list)  # headers of each GET of the actor (key fetches)
     name: str = "mallory"  # dataclasses.replace(peer, name="bob"): another actor of the same server and key
+    delay: float = 0.0  # seconds each inbox POST takes to answer
+    busy: list[int] = field(default_factory=lambda: [0, 0])  # [inbox POSTs in progress, the most at once]
     runner: web.AppRunner | None = None
 
     @property
@@ -159,6 +161,12 @@ class Peer:
             raw = await request.read()
             if self.down:
                 return web.Response(status=503)
+            self.busy[0] += 1
+            self.busy[1] = max(self.busy)
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.busy[0] -= 1
             self.received.append(
                 {"headers": dict(request.headers), "raw": raw, "body": json.loads(raw), "path": request.path}
             )

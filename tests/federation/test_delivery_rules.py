@@ -85,3 +85,13 @@ async def test_give_up_rules(node: Node, peer: Peer) -> None:
     last = [d for d in state["ap_delivery"] if d["status"] == "failed"][-1]
     assert (last["attempts"], last["last_error"]) == (3, "HTTP 500")
     assert len(of_sheet(peer, broken["uri"])) == 3
+
+
+async def test_per_host_concurrency(node: Node, peer: Peer) -> None:
+    """However many deliveries are due for one host, at most ``per_host`` (2) are in flight at once."""
+    await node.until(lambda s: all(d["status"] != "pending" for d in s["ap_delivery"]))
+    peer.delay = 0.3
+    uris = [(await node.ctl("upsert", n=n))["uri"] for n in range(80, 86)]
+    await node.until(lambda s: all(d["status"] != "pending" for d in s["ap_delivery"]), timeout=15)
+    assert all(len(of_sheet(peer, uri)) == 1 for uri in uris)
+    assert peer.busy[1] == 2

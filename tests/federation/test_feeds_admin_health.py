@@ -142,6 +142,10 @@ async def test_feed_actors_are_discoverable(node: Node) -> None:
 
 async def test_feed_follow_approval_announce_and_messages(node: Node, remote: Peer) -> None:
     await node.ctl("admin_user", email=EMAIL, password=PASSWORD)
+    async with aiohttp.ClientSession() as anonymous:  # no session, no page: the sign-in form instead
+        for path in ("/admin/federation", "/admin/messages"):
+            async with anonymous.get(f"{node.base}{path}", allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"].startswith("/admin/login?next=")
     admin = Admin(node)
     try:
         await admin.login()
