@@ -140,6 +140,22 @@ async def test_feed_actors_are_discoverable(node: Node) -> None:
     assert info["usage"]["users"]["total"] == 3
 
 
+async def test_the_json_ld_context_is_published(node: Node) -> None:
+    """The node serves the context its Notes name, byte for byte the bundled copy pyld works from."""
+    from protocol.activitypub.context import ESSAIM_CONTEXT, bundled_context, context_document, expand
+
+    async with aiohttp.ClientSession() as session, session.get(f"{node.base}/ns/essaim-v1.jsonld") as r:
+        assert r.status == 200 and r.content_type == "application/ld+json"
+        served = await r.read()
+    assert served == context_document()
+    assert json.loads(served) == bundled_context(ESSAIM_CONTEXT)
+    sheet = await node.ctl("upsert", n=33, themes="EDU")
+    _, note, _ = await get(sheet["uri"])
+    assert ESSAIM_CONTEXT in note["@context"]
+    expanded = expand(note)[0]  # bundled contexts only: no fetch
+    assert "https://w3id.org/essaim#sheet" in expanded
+
+
 async def test_feed_follow_approval_announce_and_messages(node: Node, remote: Peer) -> None:
     await node.ctl("admin_user", email=EMAIL, password=PASSWORD)
     async with aiohttp.ClientSession() as anonymous:  # no session, no page: the sign-in form instead
