@@ -15,8 +15,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+import essaim
 from essaim.settings import Settings
 from federation.app import setup_federation
+from federation.config import Identity
 from node.auth import SessionSigner
 from node.context import NODE, NodeContext
 from node.db import Database
@@ -134,6 +136,20 @@ def outbound_config(settings: Settings) -> OutboundConfig:
     )
 
 
+def federation_identity(settings: Settings) -> Identity:
+    """What the federation needs to know of the node (it does not read the shell's settings)."""
+    partner = settings.partner
+    return Identity(
+        base_url=settings.base_url,
+        username=partner.username,
+        name=partner.name,
+        description=partner.description,
+        logo=partner.logo,
+        homepage=partner.url,
+        software_version=essaim.__version__,
+    )
+
+
 def oai_config(settings: Settings) -> OaiConfig:
     return OaiConfig(
         repository_name=settings.oai.repository_name,
@@ -172,7 +188,10 @@ def build_app(settings: Settings, *, migrate: bool = True) -> web.Application:
         await db.close()
 
     app.cleanup_ctx.append(database)
-    setup_federation(app, settings, outbound_config(settings))  # after database: it needs app[NODE]
+    # after database: it needs app[NODE]
+    setup_federation(
+        app, settings.federation, federation_identity(settings), outbound_config(settings), settings.data_path
+    )
     if settings.role == "hub":  # the hub harvests its sources in the background (essaim/hub.py)
         from essaim.hub import scheduler_ctx
         from harvesting.admin import routes as hub_admin_routes

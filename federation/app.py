@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
-from essaim.settings import Settings
 from federation import admin
+from federation.config import FederationSettings, Identity
 from federation.delivery import DeliveryWorker
 from federation.http import routes, sheet_negotiation
 from federation.metrics import metrics_source
@@ -22,9 +23,14 @@ from node.outbound import OutboundClient, OutboundConfig
 WORKER = web.AppKey("federation_worker", DeliveryWorker)
 
 
-def setup_federation(app: web.Application, settings: Settings, outbound: OutboundConfig) -> None:
-    """Call after the ``cleanup_ctx`` that opens the database (this one needs ``app[NODE]``)."""
-    if not settings.federation.enabled:
+def setup_federation(
+    app: web.Application, conf: FederationSettings, identity: Identity, outbound: OutboundConfig, data_dir: Path
+) -> None:
+    """Call after the ``cleanup_ctx`` that opens the database (this one needs ``app[NODE]``).
+
+    ``data_dir`` holds the actor's key pair (``keys/actor.pem``, created on first start).
+    """
+    if not conf.enabled:
         return
     app.middlewares.append(sheet_negotiation)
     app.add_routes(routes)
@@ -32,10 +38,11 @@ def setup_federation(app: web.Application, settings: Settings, outbound: Outboun
 
     async def federation(app: web.Application) -> AsyncIterator[None]:
         ctx = app[NODE]
-        private_pem, public_pem = ensure_actor_key(settings.data_path)
+        private_pem, public_pem = ensure_actor_key(data_dir)
         client = OutboundClient(outbound)
         fed = Federation(
-            settings=settings,
+            conf=conf,
+            identity=identity,
             db=ctx.db,
             client=client,
             private_pem=private_pem.decode("ascii"),

@@ -46,14 +46,22 @@ class DeliveryWorker:
         )
         fed.health = self.health
         self._done: list[int] = []
+        # Claimed rows per host: a slow host must not fill the claim window (its rows would wait in
+        # the host's semaphore past their lease and be claimed twice).
+        self._inflight: dict[str, int] = defaultdict(int)
         self._flushed = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         await self.health.load()
+        ahead = 8 * self.fed.conf.workers  # claimed deliveries in flight at most (the rest stay in the table)
         while not self._stopping:
+            room = ahead - len(self._tasks)
+            if room < ahead // 2:  # claim in batches, not one row per finished delivery
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
-                claimed = await self.claim()
+                claimed = await self.claim(room)
             except Exception:
                 log.exception("delivery claim failed", extra={"event": "delivery.error"})
                 claimed = []
@@ -65,9 +73,6 @@ class DeliveryWorker:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.fed.conf.poll)
-            elif len(self._tasks) >= 4 * self.fed.conf.workers:
-                # enough claimed work in flight: wait for some of it rather than claiming further ahead
-                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -87,11 +92,14 @@ class DeliveryWorker:
             "SELECT d.id, d.inbox, d.host, d.attempts, d.created, d.next_attempt, a.payload FROM ap_delivery d"
             " JOIN ap_activity a ON a.id = d.activity_id WHERE d.status = 'pending'"
         )
+        cap = 4 * fed.conf.per_host
+        capped = [host for host, n in self._inflight.items() if n >= cap]  # their rows wait in the table
+        skip = f" AND d.host NOT IN ({', '.join('?' for _ in capped)})" if capped else ""
         rows = await db.fetch(
             select + " AND d.next_attempt <= ? AND NOT EXISTS"
             " (SELECT 1 FROM ap_domain h WHERE h.host = d.host AND h.available = ?)"
-            " ORDER BY d.next_attempt, d.id LIMIT ?",
-            [now, False, limit],
+            f"{skip} ORDER BY d.next_attempt, d.id LIMIT ?",
+            [now, False, *capped, limit],
         )
         for host in await self.health.probes_due(now):
             await self._expire_paused(host, now)
@@ -99,6 +107,8 @@ class DeliveryWorker:
         claimed = []
         async with db.transaction() as tx:  # one commit for the whole batch
             for row in rows:
+                if self._inflight[str(row["host"])] >= cap:
+                    continue  # left in the table for a later claim
                 taken = await db.execute(
                     "UPDATE ap_delivery SET next_attempt = ? WHERE id = ? AND status = 'pending' AND next_attempt = ?",
                     [now + fed.conf.lease, row["id"], row["next_attempt"]],
@@ -106,6 +116,7 @@ class DeliveryWorker:
                 )
                 if taken:
                     claimed.append(row)
+                    self._inflight[str(row["host"])] += 1
         return claimed
 
     async def _expire_paused(self, host: str, now: int) -> None:
@@ -155,6 +166,15 @@ class DeliveryWorker:
         return local.key_id if local is not None else self.fed.key_id
 
     async def _attempt(self, row: dict[str, Any]) -> None:
+        host = str(row["host"])
+        try:
+            await self._deliver(row)
+        finally:
+            self._inflight[host] -= 1
+            if self._inflight[host] == 4 * self.fed.conf.per_host - 1:
+                self.wake.set()  # the host was capped: its waiting rows may be claimed now
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
         fed = self.fed
         async with self._all, self._hosts[str(row["host"])]:
             payload = str(row["payload"])

@@ -13,6 +13,7 @@ spares the hot path a write per successful delivery to a healthy host.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ class DomainHealth:
         self.probe_interval = probe_interval
         self.known: dict[str, DomainState] = {}
         self.loaded = False
+        self._lock = asyncio.Lock()  # concurrent deliveries to one host must not both insert its row
 
     async def load(self) -> None:
         rows = await self.db.fetch("SELECT host, failures, failing_since, available FROM ap_domain")
@@ -52,6 +54,13 @@ class DomainHealth:
 
     async def succeeded(self, host: str, now: int) -> bool:
         """The host answered; returns True when it was unavailable and is now back."""
+        state = self.known.get(host)
+        if self.loaded and (state is None or (state.failures == 0 and state.available)):
+            return False  # the hot path: a healthy host, nothing to write
+        async with self._lock:
+            return await self._succeeded(host, now)
+
+    async def _succeeded(self, host: str, now: int) -> bool:
         await self._ensure()
         state = self.known.get(host)
         if state is None or (state.failures == 0 and state.available):
@@ -69,6 +78,10 @@ class DomainHealth:
 
     async def failed(self, host: str, now: int, error: str) -> bool:
         """A delivery to the host failed for a reason of the host's; returns True when it just became unavailable."""
+        async with self._lock:
+            return await self._failed(host, now, error)
+
+    async def _failed(self, host: str, now: int, error: str) -> bool:
         await self._ensure()
         state = self.known.get(host)
         if state is None:

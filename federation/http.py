@@ -9,7 +9,6 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-import essaim
 from federation.actors import LocalActor
 from federation.inbox import inbox
 from federation.outbox import featured_uris, followers_page, note_of, outbox_page
@@ -82,13 +81,13 @@ async def nodeinfo(request: web.Request) -> web.Response:
     fed = request.app[FEDERATION]
     posts = await request.app[NODE].store.count()
     document = discovery.nodeinfo_document(
-        version=essaim.__version__,
+        version=fed.identity.software_version,
         users_total=len(fed.local_actors()),
         active_month=len(fed.local_actors()),
         active_halfyear=len(fed.local_actors()),
         local_posts=posts,
-        node_name=fed.settings.partner.name,
-        homepage=fed.settings.partner.url or None,
+        node_name=fed.identity.name,
+        homepage=fed.identity.homepage or None,
     )
     response = web.json_response(document)
     response.content_type = "application/json"

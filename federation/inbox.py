@@ -1,5 +1,8 @@
 """Inbox (per actor and shared): size limit, parse, verify, persist, then act; answers 202.
 
+Persisting and acting happen in one transaction per batch (:class:`InboxWriter`, a group
+commit), after which each request of the batch is answered.
+
 Order of the checks, each refusing with nothing persisted: body size (413), JSON
 (400), HTTP signature, draft-cavage or RFC 9421 (the key fetched by a signed GET,
 the cache re-fetched once on a mismatch; Date window; Digest, algorithm name
@@ -9,8 +12,10 @@ signer's key owner = the activity's actor (401).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +23,7 @@ from aiohttp import web
 
 from federation.actors import LocalActor
 from federation.service import FEDERATION, Federation
+from node.outbound import OutboundError
 from protocol.activitypub import parser as ap
 from protocol.activitypub.activities import accept_activity, reject_activity
 from protocol.activitypub.errors import ActivityPubError, ActorMismatch, SignatureMismatch, SignatureRejected
@@ -81,12 +87,75 @@ async def inbox(request: web.Request) -> web.Response:
     if isinstance(activity, ap.Unsupported):
         log.info("inbox ignored", extra={"event": "inbox.ignored", "type": activity.type, "reason": activity.reason})
         return web.Response(status=202)
-    async with fed.db.transaction() as tx:
-        if not await _persist(fed, activity, document, tx):
-            return web.Response(status=202)  # a repeat: already handled
-        await handle(fed, activity, document, key, tx)
-    fed.count("inbox_accepted_total")
+    if isinstance(activity, ap.Follow) and key.inbox is None:  # network before the transaction, never in it
+        try:
+            inbox_url, shared = await fed.actor_inboxes(activity.actor)
+        except (OutboundError, ValueError) as exc:
+            return _reject(fed, request, 401, f"cannot resolve the inbox of {activity.actor}: {exc}")
+        key = replace(key, inbox=inbox_url, shared_inbox=shared)
+    if await writer_of(fed).submit(activity, document, key):
+        fed.count("inbox_accepted_total")
     return web.Response(status=202)
+
+
+class InboxWriter:
+    """Group commit: the activities verified meanwhile are persisted and handled in one transaction.
+
+    Each request still answers 202 only once its own activity is committed, but
+    concurrent requests share one commit (one fsync on SQLite) instead of paying one
+    each. A batch that fails is replayed one activity per transaction, so one bad
+    activity never takes the others down with it.
+    """
+
+    def __init__(self, fed: Federation, max_batch: int = 200) -> None:
+        self.fed = fed
+        self.max_batch = max_batch
+        self._queue: list[tuple[Any, dict[str, Any], Any, asyncio.Future[bool]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, activity: Any, document: dict[str, Any], key: Any) -> bool:
+        """Persist and act on one activity; False when it was a repeat (already handled)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((activity, document, key, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await asyncio.shield(future)
+
+    async def _one(self, activity: Any, document: dict[str, Any], key: Any, tx: Any) -> bool:
+        if not await _persist(self.fed, activity, document, tx):
+            return False
+        await handle(self.fed, activity, document, key, tx)
+        return True
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            try:
+                async with self.fed.db.transaction() as tx:
+                    results = [await self._one(a, d, k, tx) for a, d, k, _ in batch]
+            except Exception:
+                log.exception("inbox batch failed; replaying one by one", extra={"event": "inbox.batch_failed"})
+                for activity, document, key, future in batch:
+                    try:
+                        async with self.fed.db.transaction() as tx:
+                            result = await self._one(activity, document, key, tx)
+                    except Exception as exc:
+                        if not future.done():
+                            future.set_exception(exc)
+                    else:
+                        if not future.done():
+                            future.set_result(result)
+                continue
+            for (_, _, _, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+
+def writer_of(fed: Federation) -> InboxWriter:
+    if fed.inbox_writer is None:
+        fed.inbox_writer = InboxWriter(fed)
+    writer: InboxWriter = fed.inbox_writer
+    return writer
 
 
 def _deletes_itself(document: dict[str, Any]) -> bool:
@@ -121,10 +190,7 @@ async def handle(fed: Federation, activity: Any, document: dict[str, Any], key: 
         local = fed.local_actor(activity.object)
         if local is None:
             return
-        inbox = key.inbox
-        shared = key.shared_inbox
-        if inbox is None:
-            inbox, shared = await fed.actor_inboxes(activity.actor)
+        inbox, shared = key.inbox, key.shared_inbox  # resolved before the transaction when not cached
         status = "pending" if fed.conf.manually_approves_followers else "accepted"
         table, cond, params = local.followers_sql()
         await db.execute(f"DELETE FROM {table} WHERE actor = ? AND {cond}", [activity.actor, *params], conn=tx)
@@ -155,9 +221,11 @@ async def handle(fed: Federation, activity: Any, document: dict[str, Any], key: 
             conn=tx,
         )
     elif isinstance(activity, ap.DeleteActor):
+        fed.forget_keys(activity.actor)
         for table in ("ap_follower", "ap_feed_follower", "ap_following", "ap_remote_actor"):
             await db.execute(f"DELETE FROM {table} WHERE actor = ?", [activity.actor], conn=tx)
     elif isinstance(activity, ap.UpdateActor):
+        fed.forget_keys(activity.actor)  # re-read from the table, which this Update changes
         if activity.key_id and activity.public_key_pem:
             await db.execute(
                 "UPDATE ap_remote_actor SET public_key_pem = ?, inbox = COALESCE(?, inbox),"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import mimetypes
 import time
 import uuid
 from collections.abc import Callable
@@ -14,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from essaim.settings import FederationSettings, Settings
 from federation.actors import LocalActor, feed_actors, feed_codes
+from federation.config import FederationSettings, Identity
 from node.db import Database
 from node.outbound import OutboundClient, OutboundError
 from protocol.activitypub.activities import ActorProfile
@@ -44,7 +45,8 @@ class RemoteKey:
 class Federation:
     """Everything the federation handlers and the worker share (one per app)."""
 
-    settings: Settings
+    conf: FederationSettings
+    identity: Identity
     db: Database
     client: OutboundClient
     private_pem: str
@@ -52,23 +54,27 @@ class Federation:
     clock: Callable[[], float] = time.time
     wake: Any = None  # an asyncio.Event set when deliveries are enqueued
     health: Any = None  # the worker's DomainHealth (inbound activity from a host revives it)
+    inbox_writer: Any = None  # federation.inbox.InboxWriter, created on first use
+    # Remote keys in memory too (key id -> (key, fetched)): the table is the durable cache,
+    # this one spares the inbox a database round trip per request.
+    _keys: dict[str, tuple[RemoteKey, int]] = field(default_factory=dict, init=False, repr=False)
     stats: dict[str, int] = field(default_factory=dict)
     taxonomy: Taxonomy = field(default_factory=default_taxonomy)
     feeds: dict[str, LocalActor] = field(init=False)
     node_actor: LocalActor = field(init=False)
 
     def __post_init__(self) -> None:
-        partner = self.settings.partner
+        me = self.identity
         self.node_actor = LocalActor(
             id=f"{self.base_url}/actor",
-            username=partner.username,
-            name=partner.name,
-            summary_text=partner.description,
+            username=me.username,
+            name=me.name,
+            summary_text=me.description,
             profile_url=f"{self.base_url}/",
         )
         codes = feed_codes(self.conf.feeds, self.taxonomy)
-        self.feeds = feed_actors(self.base_url, partner.name, codes, self.taxonomy)
-        taken = {partner.username.lower()}
+        self.feeds = feed_actors(self.base_url, me.name, codes, self.taxonomy)
+        taken = {me.username.lower()}
         for feed in self.feeds.values():
             if feed.username.lower() in taken:  # handles must be unique on the host (WebFinger)
                 raise ValueError(f"federation.feeds: the handle {feed.username} is already taken")
@@ -77,12 +83,8 @@ class Federation:
     # ------------------------------------------------------------ identity
 
     @property
-    def conf(self) -> FederationSettings:
-        return self.settings.federation
-
-    @property
     def base_url(self) -> str:
-        return self.settings.base_url.rstrip("/")
+        return self.identity.base_url.rstrip("/")
 
     @property
     def host(self) -> str:
@@ -116,7 +118,6 @@ class Federation:
 
     def profile(self, local: LocalActor | None = None) -> ActorProfile:
         local = local or self.node_actor
-        partner = self.settings.partner
         return ActorProfile(
             id=local.id,
             username=local.username,
@@ -130,7 +131,9 @@ class Federation:
             featured=local.featured_url,
             shared_inbox=f"{self.base_url}/inbox",
             public_key_pem=self.public_pem,
-            icon_url=partner.logo or None,
+            # Mastodon shows a raster avatar: the partner's logo, else Essaim's own icon
+            icon_url=self.identity.logo or f"{self.base_url}/static/essaim-icon.png",
+            icon_media_type=_media_type(self.identity.logo) if self.identity.logo else "image/png",
             discoverable=True,
             manually_approves_followers=self.conf.manually_approves_followers,
         )
@@ -177,8 +180,12 @@ class Federation:
     async def remote_key(self, key_id: str, *, refresh: bool = False) -> RemoteKey:
         """The public key ``key_id`` names: from the cache, else fetched (signed GET) and cached."""
         if not refresh:
+            cached = self._keys.get(key_id)
+            if cached is not None and self.now() - cached[1] < self.conf.key_cache_ttl:
+                return cached[0]
             row = await self.db.fetchone("SELECT * FROM ap_remote_actor WHERE key_id = ?", [key_id])
             if row is not None and self.now() - int(row["fetched"]) < self.conf.key_cache_ttl:
+                self._keys[key_id] = (_remote(row), int(row["fetched"]))
                 return _remote(row)
         url = key_id.split("#", 1)[0]
         try:
@@ -217,7 +224,13 @@ class Federation:
         await self.store_key(remote, username=actor.get("preferredUsername"))
         return remote
 
+    def forget_keys(self, actor: str) -> None:
+        """Drop an actor's keys from memory (its Update or Delete changed the table)."""
+        for key_id in [k for k, (remote, _) in self._keys.items() if remote.owner == actor]:
+            del self._keys[key_id]
+
     async def store_key(self, remote: RemoteKey, *, username: Any = None, conn: Any = None) -> None:
+        self._keys[remote.key_id] = (remote, self.now())
         params = [
             remote.owner,
             remote.pem,
@@ -319,6 +332,11 @@ def _key_of(document: dict[str, Any], key_id: str) -> dict[str, Any]:
         if isinstance(key, dict) and key.get("id") == key_id:
             return key
     raise SignatureRejected(f"{key_id} is not published by the fetched document")
+
+
+def _media_type(url: str) -> str:
+    guessed, _ = mimetypes.guess_type(url.split("?", 1)[0])
+    return guessed if guessed and guessed.startswith("image/") else "image/png"
 
 
 def _escape(text: str) -> str:

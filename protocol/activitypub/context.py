@@ -56,6 +56,11 @@ def _canonical(url: str) -> str | None:
     return None
 
 
+def canonical_url(url: str) -> str | None:
+    """The bundled context a spelling of a URL names (``http``/``https``, trailing ``#``, ``.jsonld``), if any."""
+    return _canonical(url)
+
+
 @cache
 def bundled_context(url: str) -> Mapping[str, Any]:
     """The parsed JSON of a bundled context document (``{"@context": {...}}``)."""

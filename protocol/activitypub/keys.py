@@ -8,6 +8,7 @@ Ed25519 public keys, which RFC 9421 peers may use.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -56,8 +57,18 @@ def _as_bytes(pem: str | bytes) -> bytes:
 
 
 def load_private_key(pem: str | bytes) -> PrivateKey:
+    """Load a private key; cached, because OpenSSL's check of an RSA key on load costs ~50 ms.
+
+    Every delivery is signed afresh, so without the cache that check, not the ~1 ms
+    signature, would bound the delivery rate. Key objects are immutable.
+    """
+    return _load_private_key(_as_bytes(pem))
+
+
+@functools.lru_cache(maxsize=64)
+def _load_private_key(pem: bytes) -> PrivateKey:
     try:
-        key = serialization.load_pem_private_key(_as_bytes(pem), password=None)
+        key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFormatError(f"cannot load private key: {exc}") from exc
     if isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
@@ -66,10 +77,15 @@ def load_private_key(pem: str | bytes) -> PrivateKey:
 
 
 def load_public_key(pem: str | bytes) -> PublicKey:
-    """Load a peer's public key; accepts SPKI ("PUBLIC KEY") and PKCS#1 ("RSA PUBLIC KEY")."""
+    """Load a peer's public key; accepts SPKI ("PUBLIC KEY") and PKCS#1 ("RSA PUBLIC KEY"). Cached."""
+    return _load_public_key(_as_bytes(pem).strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def _load_public_key(pem: bytes) -> PublicKey:
     try:
         # cryptography reads both SPKI and PKCS#1 PEM (older peers publish the latter).
-        key = serialization.load_pem_public_key(_as_bytes(pem).strip())
+        key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError) as exc:
         raise KeyFormatError(f"cannot load public key: {exc}") from exc
     if isinstance(key, rsa.RSAPublicKey):

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from protocol.activitypub.context import DEFAULT_CONTEXT, ESSAIM_CONTEXT, ESSAIM_VOCAB
+from protocol.activitypub.context import canonical_url as context_canonical
+from protocol.activitypub.context import compact as ld_compact
+from protocol.activitypub.context import expand as ld_expand
 from protocol.activitypub.errors import ActivityMalformed, ActorMismatch, ForeignObject
 from protocol.activitypub.objects import sheet_from_ld
 from protocol.activitypub.sigbase import authority
@@ -206,14 +210,46 @@ def require_signer(activity: Activity, key_owner: str) -> None:
         raise ActorMismatch(f"signed by {key_owner}, but the actor is {activity.actor}")
 
 
-def _object_record(obj: Mapping[str, Any], actor: str) -> ObjectRecord:
+def _speaks_essaim(context: Any) -> bool:
+    """Whether a ``@context`` (URL, inline definitions, or a list of them) brings Essaim's vocabulary."""
+    if isinstance(context, str):
+        return context_canonical(context) == ESSAIM_CONTEXT
+    if isinstance(context, list):
+        return any(_speaks_essaim(item) for item in context)
+    if isinstance(context, Mapping):
+        return any(isinstance(v, str | Mapping) and ESSAIM_VOCAB in str(v) for v in context.values())
+    return False
+
+
+def _sheet_data(obj: Mapping[str, Any], kind: str, context: Any) -> Any:
+    """The embedded sheet in Essaim's own terms.
+
+    Sent with exactly our ``@context``, the terms are ours: read as they are (the fast
+    path, every Essaim peer). Sent with another context that brings Essaim's vocabulary
+    (a prefix, renamed terms, an inline copy), the object is expanded with the sender's
+    context and compacted into ours, with pyld over the bundled contexts only: a context
+    we do not bundle is refused (400), nothing is fetched. Without Essaim's vocabulary a
+    ``sheet`` key means nothing in JSON-LD and is ignored.
+    """
+    context = obj.get("@context", context)
+    if kind != "ProjectSheet" and "sheet" in obj and context == list(DEFAULT_CONTEXT):
+        return obj.get("sheet")
+    if kind == "ProjectSheet" and context == list(DEFAULT_CONTEXT):
+        return obj
+    if not _speaks_essaim(context):
+        return None
+    compacted = ld_compact(ld_expand({**obj, "@context": context}))
+    return compacted if kind == "ProjectSheet" else compacted.get("sheet")
+
+
+def _object_record(obj: Mapping[str, Any], actor: str, context: Any = None) -> ObjectRecord:
     object_id = _uri(obj.get("id"), "object.id")
     _same_host(object_id, actor, "object")
     attributed = _first_id(obj.get("attributedTo"))
     if attributed is not None and attributed != actor:
         raise ActorMismatch(f"object attributed to {attributed}, sent by {actor}")
     kind = _type(obj)
-    sheet_data = obj if kind == "ProjectSheet" else obj.get("sheet")
+    sheet_data = _sheet_data(obj, kind, context)
     sheet: Sheet | None = None
     if isinstance(sheet_data, Mapping):
         try:
@@ -285,7 +321,7 @@ def _create(activity_id: str, actor: str, doc: Mapping[str, Any]) -> Activity:
         raise ActivityMalformed("Create must embed its object")
     if _type(obj) not in CONTENT_TYPES:
         return Unsupported(type=f"Create({_type(obj)})", id=activity_id, actor=actor, reason="object type not handled")
-    record = _object_record(obj, actor)
+    record = _object_record(obj, actor, doc.get("@context"))
     if record.in_reply_to is not None and record.type == "Note":
         return Reply(id=activity_id, actor=actor, object=record)
     return Create(id=activity_id, actor=actor, object=record)
@@ -314,7 +350,7 @@ def _update(activity_id: str, actor: str, doc: Mapping[str, Any]) -> Activity:
         )
     if kind not in CONTENT_TYPES:
         return Unsupported(type=f"Update({kind})", id=activity_id, actor=actor, reason="object type not handled")
-    return Update(id=activity_id, actor=actor, object=_object_record(obj, actor))
+    return Update(id=activity_id, actor=actor, object=_object_record(obj, actor, doc.get("@context")))
 
 
 def _delete(activity_id: str, actor: str, doc: Mapping[str, Any]) -> Activity:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -40,6 +41,7 @@ class Node:
     username: str
     allow: str
     federation: dict[str, Any] = field(default_factory=dict)
+    database_url: str = ""  # default: SQLite in the directory
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,6 +68,7 @@ class Node:
                 self.allow,
                 self.username,
                 json.dumps(self.federation),
+                self.database_url,
             ],
             cwd=REPO,
             env=env,
@@ -113,6 +116,9 @@ class Peer:
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # next inbox answers, then 202
     down: bool = False  # every inbox POST answers 503 (a host in an outage)
     gets: list[dict[str, str]] = field(default_factory=list)  # headers of each GET of the actor (key fetches)
+    name: str = "mallory"  # dataclasses.replace(peer, name="bob"): another actor of the same server and key
+    delay: float = 0.0  # seconds each inbox POST takes to answer
+    busy: list[int] = field(default_factory=lambda: [0, 0])  # [inbox POSTs in progress, the most at once]
     runner: web.AppRunner | None = None
 
     @property
@@ -121,25 +127,26 @@ class Peer:
 
     @property
     def actor(self) -> str:
-        return f"{self.base}/users/mallory"
+        return f"{self.base}/users/{self.name}"
 
     @property
     def key_id(self) -> str:
         return f"{self.actor}#main-key"
 
-    def document(self) -> dict[str, Any]:
+    def document(self, name: str | None = None) -> dict[str, Any]:
+        actor = f"{self.base}/users/{name or self.name}"
         return service_actor(
             ActorProfile(
-                id=self.actor,
-                username="mallory",
-                name="Mallory",
+                id=actor,
+                username=name or self.name,
+                name=(name or self.name).title(),
                 summary="",
-                url=self.actor,
-                inbox=f"{self.actor}/inbox",
-                outbox=f"{self.actor}/outbox",
-                followers=f"{self.actor}/followers",
-                following=f"{self.actor}/following",
-                featured=f"{self.actor}/featured",
+                url=actor,
+                inbox=f"{actor}/inbox",
+                outbox=f"{actor}/outbox",
+                followers=f"{actor}/followers",
+                following=f"{actor}/following",
+                featured=f"{actor}/featured",
                 shared_inbox=f"{self.base}/inbox",
                 public_key_pem=self.keys.public_pem,
             )
@@ -148,12 +155,18 @@ class Peer:
     async def start(self) -> None:
         async def actor(request: web.Request) -> web.Response:
             self.gets.append(dict(request.headers))
-            return web.json_response(self.document(), content_type=AP)
+            return web.json_response(self.document(request.match_info["name"]), content_type=AP)
 
         async def inbox(request: web.Request) -> web.Response:
             raw = await request.read()
             if self.down:
                 return web.Response(status=503)
+            self.busy[0] += 1
+            self.busy[1] = max(self.busy)
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.busy[0] -= 1
             self.received.append(
                 {"headers": dict(request.headers), "raw": raw, "body": json.loads(raw), "path": request.path}
             )
@@ -163,9 +176,9 @@ class Peer:
             return web.Response(status=202)
 
         app = web.Application()
-        app.router.add_get("/users/mallory", actor)
+        app.router.add_get("/users/{name}", actor)
         app.router.add_post("/inbox", inbox)
-        app.router.add_post("/users/mallory/inbox", inbox)
+        app.router.add_post("/users/{name}/inbox", inbox)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
@@ -194,23 +207,57 @@ class Peer:
 KEYS = generate_rsa_keypair()
 
 
+@contextlib.contextmanager
+def database_for(kind: str, name: str) -> Iterator[str]:
+    """A database URL for a node process: '' (SQLite in its directory) or a fresh PostgreSQL database."""
+    if kind == "sqlite":
+        yield ""
+        return
+    from tests.oai_support import PG_PREFIX, PG_URL, _pg_reachable
+
+    reason = asyncio.run(_pg_reachable())
+    if reason:
+        pytest.skip(reason)
+    database = f"{PG_PREFIX}{os.getpid()}_{name}"  # dropped after, or by the next run if this one dies
+
+    async def admin(sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    asyncio.run(admin(f'CREATE DATABASE "{database}"'))
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + "/" + database
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="module")
 def ports() -> tuple[int, int, int]:
     return free_port(), free_port(), free_port()
 
 
-@pytest.fixture(scope="module")
-def nodes(ports: tuple[int, int, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def nodes(
+    request: pytest.FixtureRequest, ports: tuple[int, int, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Node, Node]]:
+    """Two nodes that follow each other, each on its own database (SQLite files, or PostgreSQL databases)."""
     allow = ",".join(str(p) for p in ports)
-    a = Node(ports[0], tmp_path_factory.mktemp("a"), "alpha", allow)
-    b = Node(ports[1], tmp_path_factory.mktemp("b"), "beta", allow)
-    a.start()
-    b.start()
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    with database_for(request.param, "a") as url_a, database_for(request.param, "b") as url_b:
+        a = Node(ports[0], tmp_path_factory.mktemp("a"), "alpha", allow, database_url=url_a)
+        b = Node(ports[1], tmp_path_factory.mktemp("b"), "beta", allow, database_url=url_b)
+        a.start()
+        b.start()
+        try:
+            yield a, b
+        finally:
+            a.stop()
+            b.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A real Essaim node (``build_app``) in its own process.
 
-``python -m tests.federation.node_process DIR PORT ALLOW USER [JSON]``.
+``python -m tests.federation.node_process DIR PORT ALLOW USER [JSON [DATABASE_URL]]``.
 
 ``ALLOW`` is a comma-separated list of loopback ports the outbound client may reach;
 ``JSON`` (optional) overrides ``[federation]`` settings.
@@ -38,11 +38,14 @@ TABLES = (
 )
 
 
-async def main(directory: str, port: int, allow: str, username: str, federation: str = "{}") -> None:
+async def main(
+    directory: str, port: int, allow: str, username: str, federation: str = "{}", database_url: str = ""
+) -> None:
     settings = load_settings(
         environ={"ESSAIM_DATA_DIR": directory},
         overrides={
             "data_dir": directory,
+            "database_url": database_url,
             "base_url": f"http://127.0.0.1:{port}",
             "port": port,
             "log_format": "text",

@@ -107,6 +107,7 @@ def activity(peer: Peer, kind: str, obj: Any, **extra: Any) -> dict[str, Any]:
 async def test_inbox_refusals_persist_nothing(nodes: tuple[Node, Node], peer: Peer) -> None:
     a, b = nodes
     inbox = f"{a.base}/inbox"
+    await b.until(lambda s: all(d["status"] != "pending" for d in s["ap_delivery"]))  # b's own traffic to a is over
     before = await a.ctl("state")
     note = {"id": f"{peer.actor}/notes/1", "type": "Note", "attributedTo": peer.actor, "content": "x"}
     good = activity(peer, "Create", note)

@@ -9,13 +9,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 
 from protocol.activitypub.discovery import actor_url_from_jrd, handle_from_actor
 from protocol.activitypub.signatures import prepare_verification
-from tests.federation.conftest import AP, KEYS, Node, Peer, free_port
+from tests.federation.conftest import AP, KEYS, Node, Peer, database_for, free_port
 from tests.federation.test_federation import activity, get
 
 FEEDS = ["ENV", "EDU"]
@@ -27,8 +28,15 @@ def feed_ports() -> tuple[int, int]:
     return free_port(), free_port()
 
 
-@pytest.fixture(scope="module")
-def node(feed_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def node(
+    request: pytest.FixtureRequest, feed_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    with database_for(request.param, "feeds") as url:
+        yield from _node(feed_ports, tmp_path_factory, url)
+
+
+def _node(feed_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory, url: str) -> Iterator[Node]:
     n = Node(
         feed_ports[0],
         tmp_path_factory.mktemp("feeds"),
@@ -43,6 +51,7 @@ def node(feed_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory) 
             "retry_max": 0.5,
             "max_attempts": 1000,
         },
+        database_url=url,
     )
     n.start()
     try:
@@ -111,6 +120,9 @@ async def test_feed_actors_are_discoverable(node: Node) -> None:
     assert actor["endpoints"]["sharedInbox"] == f"{node.base}/inbox"
     for name in ("inbox", "outbox", "followers", "featured", "summary"):
         assert actor[name]
+    assert actor["icon"]["type"] == "Image" and actor["icon"]["mediaType"] == "image/png"
+    async with aiohttp.ClientSession() as session, session.get(actor["icon"]["url"]) as r:
+        assert r.status == 200 and (await r.read()).startswith(b"\x89PNG")
     # the Mastodon round trip, for every actor: handle -> actor -> preferredUsername@host -> same actor
     handles = set()
     for url in (f"{node.base}/actor", f"{node.base}/feeds/ENV", f"{node.base}/feeds/EDU"):
@@ -128,8 +140,28 @@ async def test_feed_actors_are_discoverable(node: Node) -> None:
     assert info["usage"]["users"]["total"] == 3
 
 
+async def test_the_json_ld_context_is_published(node: Node) -> None:
+    """The node serves the context its Notes name, byte for byte the bundled copy pyld works from."""
+    from protocol.activitypub.context import ESSAIM_CONTEXT, bundled_context, context_document, expand
+
+    async with aiohttp.ClientSession() as session, session.get(f"{node.base}/ns/essaim-v1.jsonld") as r:
+        assert r.status == 200 and r.content_type == "application/ld+json"
+        served = await r.read()
+    assert served == context_document()
+    assert json.loads(served) == bundled_context(ESSAIM_CONTEXT)
+    sheet = await node.ctl("upsert", n=33, themes="EDU")
+    _, note, _ = await get(sheet["uri"])
+    assert ESSAIM_CONTEXT in note["@context"]
+    expanded = expand(note)[0]  # bundled contexts only: no fetch
+    assert "https://w3id.org/essaim#sheet" in expanded
+
+
 async def test_feed_follow_approval_announce_and_messages(node: Node, remote: Peer) -> None:
     await node.ctl("admin_user", email=EMAIL, password=PASSWORD)
+    async with aiohttp.ClientSession() as anonymous:  # no session, no page: the sign-in form instead
+        for path in ("/admin/federation", "/admin/messages"):
+            async with anonymous.get(f"{node.base}{path}", allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"].startswith("/admin/login?next=")
     admin = Admin(node)
     try:
         await admin.login()
@@ -196,6 +228,8 @@ async def test_feed_follow_approval_announce_and_messages(node: Node, remote: Pe
         page = await admin.page("/admin/messages")
         assert "Plus dans le thème" in page and "essaimer ce projet à Lyon" in page and "<script>" not in page
         assert "1 non lu(s)" in page
+        edit = await admin.page("/admin/sheets/projet-30")  # the project's edit page links to its messages
+        assert f"/admin/messages?sheet={quote(env['uri'], safe='/')}" in edit
         status, _ = await admin.post("/admin/messages/read", {"sheet": env["uri"]}, "/admin/messages")
         assert status == 303
         assert "non lu" not in await admin.page(f"/admin/messages?sheet={env['uri']}")
@@ -264,3 +298,15 @@ async def test_failing_host_is_paused_then_recovers(node: Node, remote: Peer) ->
     assert f'essaim_federation_deliveries_pending{{host="{host}"}}' not in figures
     assert figures["essaim_federation_deliveries_done_total"] >= 4
     assert json.dumps(state["ap_domain"])  # the row stays, with its last success
+
+
+async def test_undo_follow_of_a_feed(node: Node, remote: Peer) -> None:
+    feed = f"{node.base}/feeds/ENV"
+    state = await node.ctl("state")
+    follow_id = next(r["follow_id"] for r in state["ap_feed_follower"] if r["actor"] == remote.actor)
+    undo = activity(remote, "Undo", {"id": follow_id, "type": "Follow", "actor": remote.actor, "object": feed})
+    assert (await remote.post(f"{feed}/inbox", undo))[0] == 202
+    state = await node.ctl("state")
+    assert all(r["actor"] != remote.actor for r in state["ap_feed_follower"])
+    _, followers, _ = await get(f"{feed}/followers")
+    assert followers["totalItems"] == 0

@@ -256,3 +256,53 @@ def test_create_of_bare_project_sheet() -> None:
     record = create(obj)
     assert isinstance(record, parser.Create)
     assert record.object.type == "ProjectSheet" and record.object.sheet == SHEET
+
+
+# ------------------------------------------------------------------ JSON-LD: the sheet through the sender's context
+
+
+def _with_context(ctx: Any, **rename: str) -> dict[str, Any]:
+    note = {k: v for k, v in peer_note().items() if k != "@context"}
+    for old, new in rename.items():
+        note[new] = note.pop(old)
+    doc = activities.create_activity(note, activity_id="https://peer.test/activities/ld", actor_id=PEER)
+    doc["@context"] = ctx
+    return doc
+
+
+def test_sheet_with_our_context_is_read_as_is() -> None:
+    record = create(peer_note())
+    assert record.object.sheet == SHEET
+
+
+def test_sheet_through_another_spelling_of_the_context_is_expanded_and_compacted() -> None:
+    """An inline copy of the context plus a renamed term: pyld (bundled contexts) maps it back to ours."""
+    from protocol.activitypub.context import AS_CONTEXT, ESSAIM_CONTEXT, SECURITY_CONTEXT, bundled_context
+
+    inline = {**bundled_context(ESSAIM_CONTEXT)["@context"], "fiche": {"@id": "essaim:sheet"}}
+    doc = _with_context([AS_CONTEXT, SECURITY_CONTEXT, inline], sheet="fiche")
+    assert parser.parse_activity(doc).object.sheet == SHEET  # type: ignore[union-attr]
+    # the published URL spelled differently (http, .jsonld) is the same bundled context
+    doc = _with_context([AS_CONTEXT, "http://w3id.org/essaim/v1.jsonld"])
+    assert parser.parse_activity(doc).object.sheet == SHEET  # type: ignore[union-attr]
+
+
+def test_sheet_without_essaim_vocabulary_means_nothing() -> None:
+    doc = _with_context("https://www.w3.org/ns/activitystreams")
+    assert parser.parse_activity(doc).object.sheet is None  # type: ignore[union-attr]
+
+
+def test_sheet_with_an_unbundled_context_is_refused_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from protocol.activitypub.errors import ContextNotBundled
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the JSON-LD loader tried to open a connection")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    doc = _with_context(["https://w3id.org/essaim/v1", "https://evil.test/context.jsonld"])
+    with pytest.raises(ContextNotBundled) as caught:
+        parser.parse_activity(doc)
+    assert caught.value.http_status == 400
