@@ -5,17 +5,52 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiohttp import web
 
-from essaim.settings import Settings
+from essaim.settings import Settings, SettingsError
 from harvesting.hub import Hub, run_scheduler
 from harvesting.transport import OaiTransport
 from node.context import NODE
 from node.db import Database
 from node.outbound import OutboundClient
+from search.indexer import IndexerConfig
+from search.lifecycle import SearchConfig
 
 HUB = web.AppKey("hub", Hub)
+
+
+def search_config(settings: Settings, **overrides: Any) -> SearchConfig:
+    """The search runtime's settings, from ``[search]`` (external when ``urls`` is set)."""
+    conf = settings.search
+    urls = tuple(u.strip().rstrip("/") for u in conf.urls if u.strip())
+    if urls and not conf.api_key:
+        raise SettingsError("[search] urls is set: api_key (the Typesense admin key) is required too")
+    if not urls and not conf.embedded:
+        raise SettingsError("[search] embedded = false needs urls (and api_key) of an external Typesense")
+    values: dict[str, Any] = {
+        "urls": urls,
+        "api_key": conf.api_key,
+        "data_dir": conf.data_dir or str(settings.data_path / "typesense"),
+        "port": conf.port,
+        "ready_within": conf.ready_within,
+        "indexer": conf.indexer,
+        "timeout": conf.timeout,
+        "wide_zoom": conf.wide_zoom,
+        "cache_stale": conf.cache_stale,
+        "search_key_ttl": conf.search_key_ttl,
+        "indexer_config": IndexerConfig(
+            batch_size=conf.batch_size,
+            poll=conf.poll,
+            lease=conf.lease,
+            retry_base=conf.retry_base,
+            retry_max=conf.retry_max,
+            max_attempts=conf.max_attempts,
+        ),
+    }
+    values.update(overrides)
+    return SearchConfig(**values)
 
 
 @asynccontextmanager

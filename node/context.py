@@ -32,6 +32,8 @@ class NodeContext:
     secure_cookies: bool = False
     counters: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Extra Prometheus lines for /metrics, from the parts the shell adds (the hub's search index).
+    gauges: list[Callable[[], Awaitable[list[str]]]] = field(default_factory=list)
 
     def count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by

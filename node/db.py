@@ -72,6 +72,9 @@ class Database:
         self._conn: BaseDBAsyncClient | None = None
         self._stats_rows: float | None = None  # sheet rows when PostgreSQL statistics were last refreshed
         self._grown = 0
+        # Change listeners of every SheetStore on this database (the hub's search-index queue
+        # must see harvested sheets too, written by stores the harvester makes per source).
+        self.sheet_listeners: list[Any] = []
 
     @property
     def conn(self) -> BaseDBAsyncClient:

@@ -107,6 +107,10 @@ def _free_port() -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Connections of a server that just stopped linger in TIME_WAIT: the port is free for
+        # a new listener (Typesense sets SO_REUSEADDR too), and the Raft state in the data
+        # directory names that port, so it must be kept.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
