@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -15,8 +17,10 @@ from harvesting.transport import OaiTransport
 from node.context import NODE
 from node.db import Database
 from node.outbound import OutboundClient
+from search.client import SearchClient
 from search.indexer import IndexerConfig
 from search.lifecycle import SearchConfig
+from search.server import EmbeddedTypesense, TypesenseNodes
 
 HUB = web.AppKey("hub", Hub)
 
@@ -87,3 +91,34 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+@asynccontextmanager
+async def open_search(settings: Settings) -> AsyncIterator[SearchClient]:
+    """A client of the hub's Typesense for a command run beside (or without) the hub's server.
+
+    External: the configured nodes. Embedded: the server the running hub started (its
+    port and key are kept in the data directory); when the hub is not running, this
+    command starts the embedded server itself for its duration.
+    """
+    conf = search_config(settings)
+    if conf.urls:
+        async with SearchClient(TypesenseNodes(conf.urls, conf.api_key), timeout=conf.timeout) as client:
+            yield client
+        return
+    data = Path(conf.data_dir)
+    ports, key_file = data / "ports.json", data / "api-key"
+    if ports.exists() and key_file.exists():
+        port = int(json.loads(ports.read_text())["api"])
+        nodes = TypesenseNodes((f"http://127.0.0.1:{port}",), key_file.read_text(encoding="ascii").strip())
+        async with SearchClient(nodes, timeout=conf.timeout) as client:
+            if await client.health():
+                yield client
+                return
+    server = EmbeddedTypesense(data, port=conf.port or None)
+    await server.start(ready_within=conf.ready_within)
+    try:
+        async with SearchClient(server.nodes, timeout=conf.timeout) as client:
+            yield client
+    finally:
+        await server.stop()

@@ -35,7 +35,7 @@ from search.schema import ALIAS
 from search.suggest import suggest
 from search.text import stem_query
 
-OVERVIEW_FACETS = (*DEFAULT_FACETS, "communes")
+OVERVIEW_FACETS = (*DEFAULT_FACETS, "insee")
 
 
 @dataclass
