@@ -99,18 +99,22 @@ async def enqueue_sheets(db: Database, *, since: int | None = None, pks: Sequenc
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
             marks = ", ".join("?" for _ in chunk)
-            total += await db.execute(
-                "INSERT INTO index_queue (sheet_pk, uri, enqueued, status, attempts, next_attempt, claimed_until)"
-                f" SELECT pk_id, uri, ?, 'pending', 0, 0, 0 FROM sheet WHERE pk_id IN ({marks})",
-                [now, *chunk],
+            # RETURNING counts on both backends (asyncpg reports no row count for INSERT … SELECT).
+            total += len(
+                await db.fetch(
+                    "INSERT INTO index_queue (sheet_pk, uri, enqueued, status, attempts, next_attempt, claimed_until)"
+                    f" SELECT pk_id, uri, ?, 'pending', 0, 0, 0 FROM sheet WHERE pk_id IN ({marks}) RETURNING id",
+                    [now, *chunk],
+                )
             )
         return total
     where, params = ("WHERE stamp >= ?", [since]) if since is not None else ("", [])
-    return await db.execute(
+    rows = await db.fetch(
         "INSERT INTO index_queue (sheet_pk, uri, enqueued, status, attempts, next_attempt, claimed_until)"
-        f" SELECT pk_id, uri, ?, 'pending', 0, 0, 0 FROM sheet {where} ORDER BY pk_id",
+        f" SELECT pk_id, uri, ?, 'pending', 0, 0, 0 FROM sheet {where} ORDER BY pk_id RETURNING id",
         [now, *params],
     )
+    return len(rows)
 
 
 # --------------------------------------------------------------------- state

@@ -142,10 +142,10 @@ class SearchRuntime:
                     collection = current
                     self.service.changed()  # a reindex swapped the alias: cached aggregates are stale
                 if current:
-                    self.last_documents = await self.client.num_documents(current)
-                    await set_state(
-                        self.db, COUNT_KEY, json.dumps({"collection": current, "documents": self.last_documents})
-                    )
+                    documents = await self.client.num_documents(current)
+                    if documents != self.last_documents:  # kept for the readiness check of the next start
+                        self.last_documents = documents
+                        await set_state(self.db, COUNT_KEY, json.dumps({"collection": current, "documents": documents}))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Typesense down: the worker backs off, the API answers 503
