@@ -146,7 +146,9 @@ class SearchClient:
                 ) as resp:
                     text = await resp.text()
                     status = resp.status
-            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # Connection errors, and garbage answers: a Raft node in the middle of a leader
+                # change has been seen answering "HTTP/1.1 0" (an unparseable status line).
                 errors.append(f"{self.urls[index]}: {type(exc).__name__}")
                 continue
             if status in _RETRY_STATUSES:
