@@ -250,6 +250,17 @@ class IndexQueue:
 # --------------------------------------------------------------------- the worker
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Claimed rows with the documents built from the sheets' state read after the claim."""
+
+    token: str
+    rows: list[dict[str, Any]]
+    docs: list[dict[str, Any]]
+    deletes: list[str]
+    broken: dict[str, str]
+
+
 class IndexWorker:
     """Drains the queue into Typesense (through ``alias``, and a collection being rebuilt)."""
 
@@ -288,32 +299,57 @@ class IndexWorker:
         return self._unavailable_since is None
 
     async def run(self) -> None:
-        """Until :meth:`stop`: claim, index, back off while Typesense is unreachable."""
+        """Until :meth:`stop`: claim, index, back off while Typesense is unreachable.
+
+        Two batches are in the pipeline: the next one is read from the database and built
+        (Python, in a thread) while the previous one is being imported (Typesense). Sends
+        stay in claim order, and a batch is read after the previous one was, so a sheet's
+        newer state always lands last.
+        """
         delay = self.config.retry_base
-        while not self._stopping:
-            self.wake.clear()
-            try:
-                handled = await self.run_once()
-            except NodesUnavailable as exc:
-                if self._unavailable_since is None:
-                    self._unavailable_since = time.monotonic()
-                    log.warning("index.unavailable", extra={"event": "index.unavailable", "error": str(exc)[:300]})
-                await self._sleep(delay)
-                delay = min(self.config.retry_max, delay * 2)
-                continue
-            except Exception:  # a bug or a database failure: logged, retried after a pause
-                log.exception("index worker failed", extra={"event": "index.error"})
-                await self._sleep(delay)
-                delay = min(self.config.retry_max, delay * 2)
-                continue
-            delay = self.config.retry_base
-            if handled:
-                await asyncio.sleep(0)  # more may be waiting: go on at once, letting searches in
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.config.poll)
-            if self.wake.is_set() and self.config.debounce:
-                await asyncio.sleep(self.config.debounce)
+        inflight: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping:
+                self.wake.clear()
+                batch: _Batch | None = None
+                try:
+                    token, rows = await self.queue.claim(self.config.batch_size)
+                    if rows:
+                        batch = await self._prepare_or_release(token, rows)
+                    if inflight is not None:
+                        task, inflight = inflight, None
+                        await task
+                    if batch is not None:
+                        inflight = asyncio.create_task(self._send(batch))
+                        batch = None
+                        delay = self.config.retry_base
+                        await asyncio.sleep(0)  # more may be waiting: go on at once, letting searches in
+                        continue
+                except NodesUnavailable as exc:
+                    if batch is not None:  # built while the previous import failed: give it back too
+                        await self.queue.release(batch.token, 0)
+                    if self._unavailable_since is None:
+                        self._unavailable_since = time.monotonic()
+                        log.warning("index.unavailable", extra={"event": "index.unavailable", "error": str(exc)[:300]})
+                    await self._sleep(delay)
+                    delay = min(self.config.retry_max, delay * 2)
+                    continue
+                except Exception:  # a bug or a database failure: logged, retried after a pause
+                    if batch is not None:
+                        await self.queue.release(batch.token, 0)
+                    log.exception("index worker failed", extra={"event": "index.error"})
+                    await self._sleep(delay)
+                    delay = min(self.config.retry_max, delay * 2)
+                    continue
+                delay = self.config.retry_base
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.config.poll)
+                if self.wake.is_set() and self.config.debounce:
+                    await asyncio.sleep(self.config.debounce)
+        finally:
+            if inflight is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await inflight
 
     async def _sleep(self, seconds: float) -> None:
         # Backing off: new changes do not cut the pause short, stopping does.
@@ -342,17 +378,28 @@ class IndexWorker:
         token, rows = await self.queue.claim(self.config.batch_size)
         if not rows:
             return 0
+        await self._send(await self._prepare_or_release(token, rows))
+        return len(rows)
+
+    async def _prepare_or_release(self, token: str, rows: list[dict[str, Any]]) -> _Batch:
         try:
-            await self._index(token, rows)
+            return await self._prepare(token, rows)
+        except BaseException:
+            await asyncio.shield(self.queue.release(token, 0))
+            raise
+
+    async def _send(self, batch: _Batch) -> None:
+        try:
+            await self._apply(batch)
         except NodesUnavailable:
-            await self.queue.release(token, 0)
+            await self.queue.release(batch.token, 0)
             raise
         except NotFound as exc:
             # The alias or collection is gone (an operator dropped it): not the documents' fault.
-            await self.queue.release(token, self.config.retry_base)
+            await self.queue.release(batch.token, self.config.retry_base)
             raise NodesUnavailable(f"index collection missing: {exc}") from exc
         except BaseException:
-            await asyncio.shield(self.queue.release(token, 0))
+            await asyncio.shield(self.queue.release(batch.token, 0))
             raise
         if self._unavailable_since is not None:
             log.info(
@@ -360,9 +407,8 @@ class IndexWorker:
                 extra={"event": "index.available", "down_s": round(time.monotonic() - self._unavailable_since, 1)},
             )
             self._unavailable_since = None
-        return len(rows)
 
-    async def _index(self, token: str, rows: list[dict[str, Any]]) -> None:
+    async def _prepare(self, token: str, rows: list[dict[str, Any]]) -> _Batch:
         pks = list(dict.fromkeys(int(r["sheet_pk"]) for r in rows))
         sheets = await read_sheets(self.db, pks)
         found = {str(s["uri"]) for s in sheets}
@@ -372,6 +418,10 @@ class IndexWorker:
         docs, deletes, broken = await asyncio.to_thread(build_documents, sheets, clusters)
         # A queue row whose sheet row is gone entirely: remove its document too.
         deletes += [document_id(str(r["uri"])) for r in rows if str(r["uri"]) not in found]
+        return _Batch(token, rows, docs, deletes, broken)
+
+    async def _apply(self, batch: _Batch) -> None:
+        token, rows, docs, deletes, broken = batch.token, batch.rows, batch.docs, batch.deletes, batch.broken
         building = await get_state(self.db, BUILDING_KEY)
         targets = [self.alias] + ([building] if building and building != self.alias else [])
         refused: dict[str, str] = {}
