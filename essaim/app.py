@@ -193,11 +193,16 @@ def build_app(settings: Settings, *, migrate: bool = True) -> web.Application:
         app, settings.federation, federation_identity(settings), outbound_config(settings), settings.data_path
     )
     if settings.role == "hub":  # the hub harvests its sources in the background (essaim/hub.py)
-        from essaim.hub import scheduler_ctx
+        from essaim.hub import scheduler_ctx, search_config
         from harvesting.admin import routes as hub_admin_routes
+        from search.http import setup_search_http
+        from search.lifecycle import search_context
 
+        # Before the scheduler: the index queue listener is installed before any harvest writes.
+        app.cleanup_ctx.append(search_context(search_config(settings)))
         app.cleanup_ctx.append(scheduler_ctx)
         app.add_routes(hub_admin_routes)
+        setup_search_http(app)
     app.add_routes(api.routes)
     app.add_routes(admin.routes)
     app.add_routes(public.routes)

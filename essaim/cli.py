@@ -47,6 +47,10 @@ async def _with_db(settings: Settings, work: Callable[[Any], Awaitable[Any]], *,
     if migrate:
         await db.upgrade()
     await db.open()
+    if settings.role == "hub":  # every sheet this command writes reaches the search index
+        from search.indexer import install_queue
+
+        install_queue(db)
     try:
         return await work(db)
     finally:
@@ -471,6 +475,57 @@ def cmd_hub_harvest(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _index_worker(settings: Settings, db: Any, client: Any) -> Any:
+    from essaim.hub import search_config
+    from search.indexer import IndexWorker
+
+    conf = search_config(settings)
+    return IndexWorker(db, client, config=conf.indexer_config, clusters=conf.clusters)
+
+
+def cmd_hub_reindex(args: argparse.Namespace) -> int:
+    """Build a new collection from the database, swap the alias, drain the queue."""
+    from essaim.hub import open_search
+    from harvesting.duplicates import clusters_of
+    from search.maintenance import reindex
+
+    settings = _settings(args)
+    if settings.role != "hub":
+        raise CliError("reindex is for a hub (role = hub in the settings)")
+
+    async def work(db: Any) -> Any:
+        async with open_search(settings) as client:
+            report = await reindex(db, client, batch=args.batch, drop_grace=args.grace, clusters=clusters_of)
+            drained = await _index_worker(settings, db, client).drain()
+            return {**report.as_dict(), "queue_drained": drained}
+
+    result = asyncio.run(_with_db(settings, work))
+    print(json.dumps(result, ensure_ascii=False))
+    return 1 if result["refused_count"] else 0
+
+
+def cmd_hub_reconcile(args: argparse.Namespace) -> int:
+    """Compare database and index (ids and datestamps); repair unless --dry-run."""
+    from essaim.hub import open_search
+    from search.maintenance import reconcile
+
+    settings = _settings(args)
+    if settings.role != "hub":
+        raise CliError("reconcile is for a hub (role = hub in the settings)")
+
+    async def work(db: Any) -> Any:
+        async with open_search(settings) as client:
+            result = await reconcile(db, client, repair=not args.dry_run)
+            if not args.dry_run:
+                result["queue_drained"] = await _index_worker(settings, db, client).drain()
+            return result
+
+    result = asyncio.run(_with_db(settings, work))
+    print(json.dumps(result, ensure_ascii=False))
+    differs = result["missing"] or result["stale"] or result["extra"]
+    return 1 if args.dry_run and differs else 0
+
+
 # ---------------------------------------------------------------------- demo
 
 
@@ -555,7 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", parents=[common], help="effective settings and database pragmas as JSON")
     p.set_defaults(func=cmd_doctor)
 
-    hub = sub.add_parser("hub", help="the hub: harvested sources").add_subparsers(dest="hub_command", required=True)
+    hub = sub.add_parser("hub", help="the hub: harvested sources, search index").add_subparsers(
+        dest="hub_command", required=True
+    )
     sources = hub.add_parser("sources", help="the sources the hub harvests").add_subparsers(
         dest="sources_command", required=True
     )
@@ -599,6 +656,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_crosswalk_parsers(hub, common)
     add_rules_parsers(hub)
+    p = hub.add_parser("reindex", parents=[common], help="rebuild the search index from the database (no downtime)")
+    p.add_argument("--batch", type=int, default=1000, help="sheets per import batch")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds before the old collection is dropped")
+    p.set_defaults(func=cmd_hub_reindex)
+    p = hub.add_parser("reconcile", parents=[common], help="compare database and search index, and repair")
+    p.add_argument("--dry-run", action="store_true", help="only report (exit status 1 when they differ)")
+    p.set_defaults(func=cmd_hub_reconcile)
 
     p = sub.add_parser("demo", parents=[common], help="set up demo data and serve it (the README's main command)")
     p.add_argument("--port", type=int, default=8080)

@@ -79,6 +79,29 @@ class HubSettings:
 
 
 @dataclass
+class SearchSettings:
+    """The hub's Typesense: embedded (started and supervised by the hub) or external (``urls`` + ``api_key``)."""
+
+    embedded: bool = True  # start the bundled Typesense 0.24.1 (ignored when ``urls`` is set)
+    urls: list[str] = field(default_factory=list)  # external node(s): one server or the nodes of a Raft cluster
+    api_key: str = ""  # external: the admin key; embedded: generated and kept in the data directory
+    port: int = 0  # embedded API port on 127.0.0.1 (0: chosen once, then kept)
+    data_dir: str = ""  # embedded data (default: <data_dir>/typesense)
+    ready_within: float = 60.0  # seconds to wait for the embedded server (health and document count)
+    indexer: bool = True  # run the index worker inside the hub's server
+    batch_size: int = 500  # queue rows taken per index batch
+    poll: float = 0.5  # seconds between two looks at the queue when nothing woke the worker
+    lease: int = 120  # seconds a claimed batch stays invisible to other workers
+    retry_base: float = 1.0  # first retry delay after Typesense refused a document or was unreachable
+    retry_max: float = 30.0  # cap of one retry delay
+    max_attempts: int = 10  # a document Typesense keeps refusing is set aside (status failed) after this
+    timeout: float = 5.0  # seconds per search request to Typesense
+    wide_zoom: int = 7  # map views at or below this zoom are served from the per-generation cache
+    cache_stale: float = 300.0  # seconds a wide-view cache entry may be served while it is being refreshed
+    search_key_ttl: int = 30 * 86_400  # default lifetime (seconds) of a minted scoped search key
+
+
+@dataclass
 class Settings:
     role: str = "node"  # node | hub
     data_dir: str = "var/node"
@@ -98,6 +121,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     hub: HubSettings = field(default_factory=HubSettings)
     federation: FederationSettings = field(default_factory=FederationSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     config_file: str = ""  # where these settings were read from (informational)
 
     @property

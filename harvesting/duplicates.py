@@ -130,6 +130,7 @@ async def update(
     if not changed:
         return 0
     uris = list(dict.fromkeys(uri for uri, _ in changed))
+    uris_set = set(uris)
     blocks: set[str] = set()
     for start in range(0, len(uris), BATCH):
         chunk = uris[start : start + BATCH]
@@ -170,6 +171,8 @@ async def update(
             updates.extend((assigned[r["uri"]], r["uri"]) for r in members if assigned[r["uri"]] != r["cluster"])
         await db.executemany("UPDATE hub_sheet_match SET cluster = ? WHERE uri = ?", updates, conn=tx)
         moved += len(updates)
+        # Sheets of other sources whose cluster moved: their search documents must be rebuilt.
+        await db.touched([u for _, u in updates if u not in uris_set], tx=tx)
     return moved
 
 

@@ -10,7 +10,7 @@ rewrites them to ``$n`` for PostgreSQL.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,12 @@ class Database:
         self._conn: BaseDBAsyncClient | None = None
         self._stats_rows: float | None = None  # sheet rows when PostgreSQL statistics were last refreshed
         self._grown = 0
+        # Change listeners of every SheetStore on this database (the hub's search-index queue
+        # must see harvested sheets too, written by stores the harvester makes per source).
+        self.sheet_listeners: list[Any] = []
+        # Told of sheets whose derived data changed while their content did not (a hub's
+        # duplicate cluster): the search index re-reads them. Called in the writer's transaction.
+        self.touch_listeners: list[Callable[[BaseDBAsyncClient, Sequence[str]], Awaitable[None]]] = []
 
     @property
     def conn(self) -> BaseDBAsyncClient:
@@ -87,6 +93,12 @@ class Database:
         except Exception as exc:  # connection refused, bad path, unknown database...
             raise DatabaseError(f"cannot open database {self.safe_url()}: {exc}") from exc
         return self
+
+    async def touched(self, uris: Sequence[str], *, tx: BaseDBAsyncClient) -> None:
+        """Tell the touch listeners that derived data of the sheets ``uris`` changed."""
+        if uris:
+            for listener in self.touch_listeners:
+                await listener(tx, uris)
 
     async def close(self) -> None:
         await Tortoise.close_connections()

@@ -390,3 +390,40 @@ class HubSheetMatch(Model):
             Index(fields=("block",), name="hub_sheet_match_block"),
             Index(fields=("cluster",), name="hub_sheet_match_cluster"),
         )
+
+
+class IndexQueueRow(Model):
+    """One pending search-index operation: the sheet ``sheet_pk`` changed (written, or tombstoned).
+
+    Rows are appended in the transaction of the change (``search.indexer.enqueue_listener``)
+    and deleted once the index holds the sheet's state read *after* the claim, so a later
+    change always has a later row. ``claimed_by`` / ``claimed_until`` are a worker's lease
+    (it lapses if the worker dies); ``status`` is ``failed`` once Typesense refused the
+    document ``max_attempts`` times (kept for the operator, counted on ``/metrics``).
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    sheet_pk = fields.BigIntField()
+    uri = fields.CharField(max_length=512)
+    enqueued = fields.BigIntField()
+    status = fields.CharField(max_length=16, default="pending")  # pending | failed
+    attempts = fields.IntField(default=0)
+    next_attempt = fields.BigIntField(default=0)
+    claimed_by = fields.CharField(max_length=64, null=True)
+    claimed_until = fields.BigIntField(default=0)
+    last_error = fields.TextField(null=True)
+
+    class Meta:
+        table = "index_queue"
+        indexes = (Index(fields=("status", "next_attempt"), name="index_queue_due"),)
+
+
+class IndexState(Model):
+    """Small shared state of the search index (the collection being rebuilt by a reindex, ...)."""
+
+    key = fields.CharField(max_length=64, primary_key=True)
+    value = fields.TextField(default="")
+    updated = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "index_state"

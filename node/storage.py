@@ -213,7 +213,7 @@ class SheetStore:
                 changes.append(Change(kind, pk, uri, w.sheet.local_id, stamp, w.sheet, w))
         if changes:
             await self._write_derived(changes, tx, fresh)
-            for listener in self.listeners:
+            for listener in (*self.listeners, *self.db.sheet_listeners):
                 await listener(tx, changes)
         return results
 
@@ -249,7 +249,7 @@ class SheetStore:
             await self.db.executemany(
                 "DELETE FROM sheet_format WHERE sheet_pk = ?", [(c.pk,) for c in changes], conn=tx
             )
-            for listener in self.listeners:
+            for listener in (*self.listeners, *self.db.sheet_listeners):
                 await listener(tx, changes)
         return results
 

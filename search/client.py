@@ -146,7 +146,9 @@ class SearchClient:
                 ) as resp:
                     text = await resp.text()
                     status = resp.status
-            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # Connection errors, and garbage answers: a Raft node in the middle of a leader
+                # change has been seen answering "HTTP/1.1 0" (an unparseable status line).
                 errors.append(f"{self.urls[index]}: {type(exc).__name__}")
                 continue
             if status in _RETRY_STATUSES:
@@ -274,6 +276,17 @@ class SearchClient:
             deleted += int(result.get("num_deleted", 0))
         return deleted
 
+    async def export_fields(self, collection: str, fields: str = "id,datestamp") -> list[dict[str, Any]]:
+        """Every document of ``collection`` reduced to ``fields`` (JSON lines export)."""
+        text = await self.request(
+            "GET",
+            f"/collections/{_seg(collection)}/documents/export",
+            params={"include_fields": fields},
+            client_timeout=self._import_timeout,
+            raw=True,
+        )
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
     async def get_document(self, collection: str, doc_id: str) -> dict[str, Any]:
         return await self._json(self.request("GET", f"/collections/{_seg(collection)}/documents/{_seg(doc_id)}"))
 
@@ -331,6 +344,22 @@ class SearchClient:
             body={"description": description, "actions": ["documents:search"], "collections": list(collections)},
         )
         return str(result["value"])
+
+    async def get_key(self, key_id: int) -> dict[str, Any] | None:
+        try:
+            return await self._json(self.request("GET", f"/keys/{int(key_id)}"))
+        except NotFound:
+            return None
+
+    async def create_search_key_record(self, description: str, collections: Sequence[str] = ("*",)) -> dict[str, Any]:
+        """Like :meth:`create_search_key`, returning Typesense's whole record (``id`` and ``value``)."""
+        return await self._json(
+            self.request(
+                "POST",
+                "/keys",
+                body={"description": description, "actions": ["documents:search"], "collections": list(collections)},
+            )
+        )
 
     async def health(self) -> bool:
         try:

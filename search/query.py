@@ -165,7 +165,20 @@ class SearchQuery:
                 raise QueryError(f"{name} must be {count} comma-separated numbers")
             return values
 
-        known = {"q", "sort", "page", "per_page", "near", "bbox", "created_from", "created_to", "facets"}
+        def polygon() -> tuple[tuple[float, float], ...] | None:
+            raw = one("polygon")
+            if raw is None or raw == "":
+                return None
+            message = "polygon must be lat,lon pairs (3 to 50 points), comma-separated"
+            try:
+                values = [float(v) for v in raw.split(",")]
+            except ValueError:
+                raise QueryError(message) from None
+            if len(values) % 2 or not 6 <= len(values) <= 100 or not all(math.isfinite(v) for v in values):
+                raise QueryError(message)
+            return tuple((values[i], values[i + 1]) for i in range(0, len(values), 2))
+
+        known = {"q", "sort", "page", "per_page", "near", "bbox", "polygon", "created_from", "created_to", "facets"}
         unknown = set(params) - known - set(FACET_FIELDS)
         if unknown:
             raise QueryError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
@@ -183,6 +196,7 @@ class SearchQuery:
                 created_to=whole("created_to", None),
                 near=near,  # type: ignore[arg-type]
                 bbox=BBox(*box) if box else None,
+                polygon=polygon(),
                 sort=one("sort") or "relevance",
                 page=whole("page", 1),  # type: ignore[arg-type]
                 per_page=whole("per_page", 20),  # type: ignore[arg-type]

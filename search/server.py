@@ -107,6 +107,10 @@ def _free_port() -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Connections of a server that just stopped linger in TIME_WAIT: the port is free for
+        # a new listener (Typesense sets SO_REUSEADDR too), and the Raft state in the data
+        # directory names that port, so it must be kept.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -144,8 +148,14 @@ class EmbeddedTypesense:
         binary: str | os.PathLike[str] | None = None,
         thread_pool_size: int = 4,
         restart_backoff: tuple[float, float] = (0.5, 10.0),
+        peering_port: int | None = None,
+        raft_nodes: str | None = None,
     ) -> None:
+        """``raft_nodes`` (see :func:`raft_nodes_line`) makes this process one node of a cluster;
+        then ``port`` and ``peering_port`` must be the ones the line names for it."""
         self.data_dir = Path(data_dir)
+        self._requested_peering = peering_port
+        self._raft_nodes = raft_nodes
         self._requested_port = port
         self._api_key = api_key
         self._binary = Path(binary) if binary else None
@@ -196,7 +206,9 @@ class EmbeddedTypesense:
             if self._requested_port:
                 raise ServerError(f"port {self._requested_port} is in use")
             api = _free_port()
-        peering = saved.get("peering")
+        peering = self._requested_peering or saved.get("peering")
+        if self._requested_peering and not _port_free(self._requested_peering):
+            raise ServerError(f"peering port {self._requested_peering} is in use")
         if not peering or not _port_free(peering) or peering == api:
             peering = _free_port()
         self.port, self.peering_port = api, peering
@@ -214,6 +226,10 @@ class EmbeddedTypesense:
             f"--thread-pool-size={self._threads}",
             "--enable-cors=false",
         ]
+        if self._raft_nodes:
+            nodes_file = self.data_dir / "nodes"
+            nodes_file.write_text(self._raft_nodes + "\n", encoding="ascii")
+            args.append(f"--nodes={nodes_file}")
         # The key goes through the environment, not argv, which any local user can read in ps.
         env = {k: v for k, v in os.environ.items() if not k.startswith("TYPESENSE_")}
         env["TYPESENSE_API_KEY"] = self.api_key

@@ -191,3 +191,30 @@ def test_rendered_file_reads_back_the_same_settings(tmp_path):
     without_database = load_settings(write(tmp_path / "b.toml", render_toml(Settings())), environ={})
     assert without_database.database_url == ""
     assert os.linesep not in render_toml(Settings()).replace("\n", "")
+
+
+def test_search_section_from_file_and_environment(tmp_path):
+    from essaim.hub import search_config
+
+    data = tmp_path / "hub"
+    write(
+        data / "essaim.toml",
+        'role = "hub"\n[search]\nurls = ["http://10.0.0.1:8108", "http://10.0.0.2:8108/"]\n'
+        'api_key = "k"\nbatch_size = 200\npoll = 0.25\n',
+    )
+    env = {"ESSAIM_DATA_DIR": str(data), "ESSAIM_SEARCH_WIDE_ZOOM": "6", "ESSAIM_SEARCH_INDEXER": "false"}
+    settings = load_settings(environ=env)
+    assert settings.search.urls == ["http://10.0.0.1:8108", "http://10.0.0.2:8108/"]
+    assert (settings.search.batch_size, settings.search.poll, settings.search.wide_zoom) == (200, 0.25, 6)
+    conf = search_config(settings)
+    assert conf.urls == ("http://10.0.0.1:8108", "http://10.0.0.2:8108") and conf.api_key == "k"
+    assert conf.indexer is False and conf.indexer_config.batch_size == 200
+    # Embedded by default, its data under the hub's data directory.
+    default = search_config(load_settings(environ={"ESSAIM_DATA_DIR": str(tmp_path / "d")}))
+    assert default.urls == () and default.data_dir == str(tmp_path / "d" / "typesense")
+    with pytest.raises(SettingsError, match="api_key"):
+        search_config(load_settings(environ={**env, "ESSAIM_SEARCH_API_KEY": ""}))
+    with pytest.raises(SettingsError, match="embedded = false needs urls"):
+        search_config(load_settings(environ={"ESSAIM_DATA_DIR": str(tmp_path / "e"), "ESSAIM_SEARCH_EMBEDDED": "0"}))
+    with pytest.raises(SettingsError, match="ESSAIM_SEARCH_BATCH_SIZE"):
+        load_settings(environ={**env, "ESSAIM_SEARCH_BATCH_SIZE": "many"})

@@ -25,6 +25,8 @@ from protocol.errors import SheetValidationError
 from protocol.sheet import Sheet, Tombstone, format_datestamp, sheet_to_dict, tombstone_to_dict
 
 routes = web.RouteTableDef()
+# API paths anyone may call (the hub's search API, for browsers); the parts adding them list them here.
+PUBLIC_API_PATHS = web.AppKey("public_api_paths", frozenset)
 MAX_PAGE = 200
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -51,7 +53,8 @@ async def bearer_auth(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Every ``/api/`` route but the OpenAPI document needs ``Authorization: Bearer <token>``."""
-    if request.path.startswith("/api/") and request.path != "/api/openapi.json":
+    public = request.app.get(PUBLIC_API_PATHS, frozenset())
+    if request.path.startswith("/api/") and request.path != "/api/openapi.json" and request.path not in public:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -14,7 +14,12 @@ from protocol.sheet import Tombstone
 from protocol.taxonomy import default_taxonomy, fold
 
 routes = web.RouteTableDef()
+# OpenAPI fragments ({"paths", "components", "tags"}) merged into /api/openapi.json by the parts that add routes.
+OPENAPI_PARTS = web.AppKey("openapi_parts", list)
 COUNTER_HELP = {
+    "index_upserts_total": "Documents written to the search index since the process started.",
+    "index_deletes_total": "Documents deleted from the search index since the process started.",
+    "index_refused_total": "Documents the search index refused (retried, then set aside).",
     "imports_total": "Imports run since the process started (API and admin, dry runs included).",
     "imports_refused_total": "Imports refused and rolled back since the process started.",
     "admin_login_failures_total": "Failed admin sign-ins since the process started.",
@@ -107,5 +112,10 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     text = resources.files("node").joinpath("http/openapi.json").read_text(encoding="utf-8")
     document = json.loads(text)
+    for part in request.app.get(OPENAPI_PARTS, ()):  # the parts the shell adds (the hub's search API)
+        document["paths"].update(part.get("paths", {}))
+        for section, items in part.get("components", {}).items():
+            document.setdefault("components", {}).setdefault(section, {}).update(items)
+        document["tags"] = [*document.get("tags", []), *part.get("tags", [])]
     document["servers"] = [{"url": request.app[NODE].base_url}]
     return web.json_response(document)

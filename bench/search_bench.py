@@ -1,0 +1,536 @@
+"""Search benchmark: the hub's search API against the same queries sent straight to Typesense.
+
+The hub is the real application (``essaim node serve`` with ``role = hub``) in its own
+process, running its embedded Typesense 0.24.1. The corpus is N generated sheets
+(``node.demo.generate``: plausible French sheets over real communes, five partners)
+imported once through the real importer into a SQLite hub database, cached under
+``var/bench/search/`` (``--rebuild`` builds it again). Each run copies the database,
+starts the hub on an empty Typesense data directory and measures:
+
+* ``index_drain``: the hub finds an empty index, queues every sheet and its index
+  worker drains the queue (database read, document build with the French stemmer,
+  import with every row checked); documents/s until the queue is empty. Peer: the same
+  documents, built beforehand, imported straight into a fresh collection of the same
+  Typesense (1,000 per request), and the ratio.
+* ``write_to_searchable``: a burst of sheets written through ``SheetStore.upsert_many``
+  (in this process, on the hub's database, as a harvest does) until ``/api/search``
+  finds them all; sheets/s end to end.
+* Queries at 1, 8 and 32 concurrent clients (``--seconds`` each): (a) keyword + 3
+  facet filters, (b) keyword + radius, (c) map clusters of a regional viewport (zoom 8,
+  computed per request) and of all of France (zoom 5, the hub's per-generation cache),
+  (d) the home page's aggregates (``/api/search/overview``, cached). The direct peer
+  sends the very Typesense requests the hub builds (``SearchQuery.searches``,
+  ``cluster_params``, the overview search) to ``/multi_search``, uncached; the ratio
+  hub/direct is reported for p50/p95/p99.
+* ``mixed``: open-loop traffic at ``--qps`` (default 50) mixing (a)-(d) for
+  ``--mixed-seconds``, against the hub and against Typesense directly.
+
+    python bench/search_bench.py [--size 100000] [--seconds 5] [--qps 50] [--rebuild]
+
+Figures are JSON lines on stdout (and in ``bench/results/search-<N>.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WORK = ROOT / "var" / "bench" / "search"
+RESULTS = ROOT / "bench" / "results"
+CORPUS_VERSION = 1
+PARTNERS = 5
+LICENCE = "https://www.etalab.gouv.fr/licence-ouverte-open-licence"
+OUT: list[dict[str, Any]] = []
+
+
+def emit(record: dict[str, Any]) -> None:
+    OUT.append(record)
+    print(json.dumps(record, ensure_ascii=False), flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return round(ordered[k] * 1000, 2)
+
+
+# ------------------------------------------------------------------ corpus
+
+
+async def build_corpus(size: int, path: Path) -> None:
+    """N generated sheets through the real importer (validation, geocoding, storage)."""
+    from node.db import Database
+    from node.demo import write_demo_file
+    from node.geocode import make_resolver
+    from node.importer import Importer
+    from node.mapping import load_mapping
+    from node.storage import SheetStore
+    from protocol.sheet import Partner
+
+    for stale in path.parent.glob(path.name + "*"):
+        stale.unlink()
+    db = Database(f"sqlite:///{path}")
+    await db.upgrade()
+    await db.open()
+    try:
+        store = SheetStore(db, base_url="http://127.0.0.1", hub=True)
+        per = size // PARTNERS
+        for p in range(PARTNERS):
+            file = WORK / f"corpus-{p}.jsonl"
+            count = per if p < PARTNERS - 1 else size - per * (PARTNERS - 1)
+            write_demo_file(file, count, seed=100 + p, with_handwritten=False, prefix=f"r{p}")
+            importer = Importer(
+                store,
+                load_mapping("native"),
+                partner=Partner(name=f"Réseau {p + 1}"),
+                licence=LICENCE,
+                resolver=make_resolver(),
+            )
+            report = await importer.run(file)
+            assert report.created == count, report
+            file.unlink()
+        await db.execute("CREATE TABLE bench_corpus (size BIGINT, version INT)")
+        await db.execute("INSERT INTO bench_corpus VALUES (?, ?)", [size, CORPUS_VERSION])
+    finally:
+        await db.close()
+
+
+def corpus_ok(path: Path, size: int) -> bool:
+    import sqlite3
+
+    if not path.exists():
+        return False
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT size, version FROM bench_corpus").fetchone()
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return tuple(row or ()) == (size, CORPUS_VERSION)
+
+
+# ------------------------------------------------------------------ the hub process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HubProcess:
+    def __init__(self, data: Path, db_path: Path) -> None:
+        self.data = data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (data / "essaim.toml").write_text(
+            f'role = "hub"\ndata_dir = "{data}"\nbase_url = "{self.url}"\n'
+            f'database_url = "sqlite:///{db_path}"\nlog_level = "WARNING"\n'
+            "[hub]\nscheduler = false\n[federation]\nenabled = false\n"
+            "[search]\nbatch_size = 1000\npoll = 0.2\nready_within = 120\n",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.data / "hub.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "essaim.cli",
+                "node",
+                "serve",
+                "--data-dir",
+                str(self.data),
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+    async def wait(self, session: aiohttp.ClientSession, within: float = 180) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}; see {self.data / 'hub.log'}")
+            try:
+                async with session.get(f"{self.url}/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        raise RuntimeError("hub not up")
+
+    def typesense(self) -> tuple[str, str]:
+        ts = self.data / "typesense"
+        port = json.loads((ts / "ports.json").read_text())["api"]
+        return f"http://127.0.0.1:{port}", (ts / "api-key").read_text().strip()
+
+    def rss_mb(self) -> float | None:
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():  # type: ignore[union-attr]
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        except OSError:
+            return None
+        return None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+async def metrics(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    async with session.get(f"{url}/metrics") as r:
+        text = await r.text()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+# ------------------------------------------------------------------ load generation
+
+
+async def closed_loop(call: Callable[[int], Awaitable[None]], clients: int, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+    counter = iter(range(10**9))
+
+    async def one() -> None:
+        while time.monotonic() < stop:
+            i = next(counter)
+            t = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - t)
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return latencies
+
+
+async def open_loop(call: Callable[[int], Awaitable[None]], qps: float, seconds: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    tasks = []
+    start = time.perf_counter()
+    n = int(qps * seconds)
+
+    async def one(i: int, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        t = time.perf_counter()
+        await call(i)
+        # Open loop: latency counts from the scheduled time (queueing included).
+        latencies.append(time.perf_counter() - min(t, at))
+
+    for i in range(n):
+        tasks.append(asyncio.create_task(one(i, start + i / qps)))
+    await asyncio.gather(*tasks)
+    return latencies, n
+
+
+# ------------------------------------------------------------------ the queries
+
+
+class Workload:
+    def __init__(self, words: list[str], facets: dict[str, list[str]], points: list[tuple[float, float]]) -> None:
+        self.words = words
+        self.facets = facets
+        self.points = points
+
+    def params(self, kind: str, i: int) -> dict[str, str]:
+        rng = random.Random(i)
+        if kind == "keyword_3_facets":
+            return {
+                "q": rng.choice(self.words),
+                "themes": rng.choice(self.facets["themes"]),
+                "audiences": rng.choice(self.facets["audiences"]),
+                "stage": rng.choice(self.facets["stage"]),
+            }
+        if kind == "keyword_radius":
+            lat, lon = rng.choice(self.points)
+            return {"q": rng.choice(self.words), "near": f"{lat},{lon},30"}
+        if kind == "clusters_region":
+            lat, lon = rng.choice(self.points)
+            return {"bbox": f"{lat - 1},{lon - 1.5},{lat + 1},{lon + 1.5}", "zoom": "8"}
+        if kind == "clusters_france":
+            return {"bbox": "41.2,-5.6,51.2,9.7", "zoom": "5"}
+        if kind == "home":
+            return {}
+        raise ValueError(kind)
+
+    def hub_path(self, kind: str) -> str:
+        return {
+            "keyword_3_facets": "/api/search",
+            "keyword_radius": "/api/search",
+            "clusters_region": "/api/search/clusters",
+            "clusters_france": "/api/search/clusters",
+            "home": "/api/search/overview",
+        }[kind]
+
+    def direct_searches(self, kind: str, i: int) -> list[dict[str, Any]]:
+        from search.clusters import cluster_params
+        from search.geo import BBox
+        from search.query import SearchQuery
+        from search.service import OVERVIEW_FACETS
+
+        params = self.params(kind, i)
+        if kind.startswith("clusters"):
+            box = BBox(*(float(v) for v in params["bbox"].split(",")))
+            _, p = cluster_params(box, int(params["zoom"]), None)
+            return [{"collection": "sheets", **p}]
+        if kind == "home":
+            q = SearchQuery(per_page=0, facets=OVERVIEW_FACETS, max_facet_values=100)
+            return q.searches("sheets")
+        return SearchQuery.from_params({k: [v] for k, v in params.items()}).searches("sheets")
+
+
+KINDS = ("keyword_3_facets", "keyword_radius", "clusters_region", "clusters_france", "home")
+
+
+async def run_queries(hub: HubProcess, work: Workload, seconds: float, qps: float, mixed_seconds: float) -> None:
+    ts_url, key = hub.typesense()
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        errors = {"hub": 0, "direct": 0}
+
+        def hub_call(kind: str) -> Callable[[int], Awaitable[None]]:
+            path = hub.url + work.hub_path(kind)
+
+            async def call(i: int) -> None:
+                async with session.get(path, params=work.params(kind, i)) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors["hub"] += 1
+
+            return call
+
+        def direct_call(kind: str) -> Callable[[int], Awaitable[None]]:
+            headers = {"X-TYPESENSE-API-KEY": key, "Content-Type": "application/json"}
+
+            async def call(i: int) -> None:
+                body = json.dumps({"searches": work.direct_searches(kind, i)}, ensure_ascii=False)
+                async with session.post(f"{ts_url}/multi_search", data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors["direct"] += 1
+
+            return call
+
+        # Warm both (the hub's caches for the cached kinds, Typesense's page cache for all).
+        for kind in KINDS:
+            for i in range(5):
+                await hub_call(kind)(i)
+                await direct_call(kind)(i)
+        for kind in KINDS:
+            for clients in (1, 8, 32):
+                row: dict[str, Any] = {"bench": "search", "query": kind, "clients": clients}
+                for target, make in (("hub", hub_call), ("direct", direct_call)):
+                    lat = await closed_loop(make(kind), clients, seconds)
+                    row[target] = {
+                        "n": len(lat),
+                        "qps": round(len(lat) / seconds, 1),
+                        "p50_ms": pct(lat, 50),
+                        "p95_ms": pct(lat, 95),
+                        "p99_ms": pct(lat, 99),
+                    }
+                for p in ("p50_ms", "p95_ms", "p99_ms"):
+                    row[f"ratio_{p[:3]}"] = round(row["hub"][p] / row["direct"][p], 2) if row["direct"][p] else None
+                row["errors"] = dict(errors)
+                emit(row)
+
+        def mixed(
+            make: Callable[[str], Callable[[int], Awaitable[None]]], kinds: tuple[str, ...]
+        ) -> Callable[[int], Awaitable[None]]:
+            calls = [make(k) for k in kinds]
+
+            async def call(i: int) -> None:
+                await calls[i % len(calls)](i)
+
+            return call
+
+        # "mixed": what a search page sends (the home page included: cached by the hub, not by
+        # Typesense); "mixed_uncached": only per-request queries, the hub's own overhead.
+        for name, kinds in (
+            ("mixed", ("keyword_3_facets", "keyword_radius", "clusters_region", "home")),
+            ("mixed_uncached", ("keyword_3_facets", "keyword_radius", "clusters_region")),
+        ):
+            row = {"bench": "search", "query": name, "kinds": list(kinds), "target_qps": qps, "seconds": mixed_seconds}
+            for target, make in (("hub", hub_call), ("direct", direct_call)):
+                lat, n = await open_loop(mixed(make, kinds), qps, mixed_seconds)
+                row[target] = {"n": n, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99)}
+            row["ratio_p50"] = round(row["hub"]["p50_ms"] / row["direct"]["p50_ms"], 2)
+            row["ratio_p99"] = round(row["hub"]["p99_ms"] / row["direct"]["p99_ms"], 2)
+            row["target_met"] = row["hub"]["p99_ms"] <= 200
+            row["errors"] = dict(errors)
+            emit(row)
+
+
+# ------------------------------------------------------------------ main
+
+
+async def bench(size: int, seconds: float, qps: float, mixed_seconds: float, burst: int, rebuild: bool) -> None:
+    from node.db import Database
+    from node.storage import SheetStore
+    from protocol.sheet import sheet_from_dict
+    from search.client import SearchClient
+    from search.indexer import build_documents, install_queue, read_sheets
+    from search.schema import collection_schema
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    corpus = WORK / f"corpus-{size}.sqlite3"
+    if rebuild or not corpus_ok(corpus, size):
+        t = time.monotonic()
+        await build_corpus(size, corpus)
+        emit({"bench": "search", "step": "corpus_built", "sheets": size, "seconds": round(time.monotonic() - t, 1)})
+    run_dir = WORK / f"run-{size}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    db_path = run_dir / "hub.sqlite3"
+    shutil.copy(corpus, db_path)
+    hub = HubProcess(run_dir, db_path)
+    async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        hub.start()
+        try:
+            await hub.wait(session)
+            up = time.monotonic()
+            # index_drain: the hub found an empty index and queued every sheet.
+            while True:
+                m = await metrics(session, hub.url)
+                if m.get("essaim_index_pending_operations", 1) == 0 and m.get("essaim_index_documents") == size:
+                    break
+                await asyncio.sleep(0.25)
+            drained = time.monotonic()
+            hub_rate = size / (drained - started)
+            ts_url, key = hub.typesense()
+
+            # Peer: the same documents, prebuilt, imported straight into a fresh collection.
+            db = Database(f"sqlite:///{db_path}")
+            await db.open()
+            rows = await db.fetch("SELECT pk_id FROM sheet WHERE deleted = ?", [False])
+            docs, _, _ = build_documents(await read_sheets(db, [int(r["pk_id"]) for r in rows]))
+            async with SearchClient([ts_url], key, import_timeout=600) as client:
+                await client.create_collection(collection_schema("bench_direct"))
+                t = time.perf_counter()
+                report = await client.import_documents("bench_direct", docs, batch_size=1000)
+                direct_rate = report.imported / (time.perf_counter() - t)
+                await client.drop_collection("bench_direct")
+            del docs
+            emit(
+                {
+                    "bench": "search",
+                    "step": "index_drain",
+                    "sheets": size,
+                    "hub_docs_per_s": round(hub_rate, 1),
+                    "hub_seconds_from_process_start": round(drained - started, 1),
+                    "hub_seconds_after_http_up": round(drained - up, 1),
+                    "direct_docs_per_s": round(direct_rate, 1),
+                    "ratio": round(hub_rate / direct_rate, 2),
+                    "target_met": hub_rate >= 2000,
+                }
+            )
+
+            # write_to_searchable: a burst written through the SheetStore (as a harvest writes).
+            install_queue(db)
+            store = SheetStore(db, base_url=hub.url, source="bench-burst", hub=True)
+            template = await db.fetch("SELECT data FROM sheet WHERE deleted = ? LIMIT ?", [False, burst])
+            from dataclasses import replace
+
+            sheets = [
+                replace(sheet_from_dict(json.loads(r["data"])), id="", local_id=f"burst-{i}", title=f"Rafale {i}")
+                for i, r in enumerate(template)
+            ]
+            t = time.monotonic()
+            async with db.transaction() as tx:
+                await store.upsert_many(sheets, tx=tx)
+            committed = time.monotonic()
+            while True:
+                async with session.get(f"{hub.url}/api/search", params={"q": "rafale", "per_page": "0"}) as r:
+                    if r.status == 200 and (await r.json())["found"] == len(sheets):
+                        break
+                await asyncio.sleep(0.05)
+            done = time.monotonic()
+            await db.close()
+            emit(
+                {
+                    "bench": "search",
+                    "step": "write_to_searchable",
+                    "sheets": len(sheets),
+                    "write_s": round(committed - t, 2),
+                    "commit_to_searchable_s": round(done - committed, 2),
+                    "sheets_per_s_end_to_end": round(len(sheets) / (done - t), 1),
+                }
+            )
+
+            # Vocabulary, facet values and points from the index itself.
+            async with session.get(f"{hub.url}/api/search/overview") as r:
+                overview = await r.json()
+            facets = {name: [c["value"] for c in overview["facets"][name]] for name in ("themes", "audiences", "stage")}
+            async with session.get(f"{hub.url}/api/search", params={"per_page": "50", "sort": "rotation"}) as r:
+                hits = (await r.json())["hits"]
+            words = sorted({w for h in hits for w in h["document"]["title"].lower().split() if len(w) > 4})
+            sample = await _points(ts_url, key)
+            await run_queries(hub, Workload(words, facets, sample), seconds, qps, mixed_seconds)
+            emit({"bench": "search", "step": "hub_rss", "peak_rss_mb": hub.rss_mb()})
+        finally:
+            hub.stop()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"search-{size}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in OUT))
+
+
+async def _points(ts_url: str, key: str) -> list[tuple[float, float]]:
+    headers = {"X-TYPESENSE-API-KEY": key}
+    params = {"q": "*", "query_by": "title", "per_page": "100", "include_fields": "location"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as s,
+        s.get(f"{ts_url}/collections/sheets/documents/search", params=params) as r,
+    ):
+        hits = (await r.json())["hits"]
+    points = [tuple(h["document"]["location"]) for h in hits if "location" in h["document"]]
+    return points or [(48.11, -1.68)]  # type: ignore[return-value]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per query kind, concurrency and target")
+    parser.add_argument("--qps", type=float, default=50.0)
+    parser.add_argument("--mixed-seconds", type=float, default=20.0)
+    parser.add_argument("--burst", type=int, default=5000, help="sheets of the write-to-searchable burst")
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(bench(args.size, args.seconds, args.qps, args.mixed_seconds, args.burst, args.rebuild))
+
+
+if __name__ == "__main__":
+    main()
