@@ -242,3 +242,27 @@ async def test_restart_of_the_hub_keeps_key_ports_and_documents(tmp_path) -> Non
         # Readiness waited for the documents the index held when it stopped.
         assert await found(client, q="projet") == 50
         assert time.monotonic() - started < 30
+
+
+async def test_duplicate_clusters_reach_the_index(tmp_path) -> None:
+    """A project listed by a second source joins a cluster: both documents carry it, the first re-queued."""
+    from harvesting import duplicates
+    from node.storage import SheetStore
+
+    async with hub_client(hub_settings(tmp_path)) as client:
+        db = client.server.app[NODE].db
+        project = sheet(7, title="Ressourcerie solidaire de Quimperlé")
+        uris = {}
+        for source in ("noeud-a", "noeud-b"):
+            store = SheetStore(db, base_url="http://hub.essaim.test", source=source, hub=True)
+            async with db.transaction() as tx:
+                (result,) = await store.upsert_many([project], tx=tx)
+                await duplicates.update(db, source, [(result.uri, project)], tx=tx)
+            uris[source] = result.uri
+            expected = len(uris)
+            await eventually(lambda: _is(found(client, q="ressourcerie"), expected), within=5.0)  # noqa: B023
+        clusters = await duplicates.clusters_of(db, list(uris.values()))
+        assert set(clusters) == set(uris.values()) and len(set(clusters.values())) == 1
+        (cluster,) = set(clusters.values())
+        # noeud-a's document was indexed before the cluster existed: the touch re-queued it.
+        await eventually(lambda: _is(found(client, q="ressourcerie", duplicate_cluster=cluster), 2), within=5.0)
