@@ -22,6 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from functools import lru_cache
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -73,7 +74,10 @@ def match_key(sheet: Sheet) -> MatchKey | None:
     return MatchKey(block=f"{place}|{holder}"[:255], title_key=title or fold(sheet.title))
 
 
+@lru_cache(maxsize=200_000)
 def similar(a: str, b: str) -> bool:
+    """Whether two folded titles name the same project. Cached: re-clustering a block after each
+    page compares the same pairs again (and harvested corpora repeat titles a lot)."""
     if a == b:
         return True
     wa, wb = set(a.split()), set(b.split())
@@ -99,7 +103,10 @@ def components(rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
     if len(rows) <= MAX_BLOCK:
         for i in range(len(rows)):
             for j in range(i + 1, len(rows)):
-                if rows[i]["source"] != rows[j]["source"] and similar(rows[i]["title_key"], rows[j]["title_key"]):
+                if rows[i]["source"] == rows[j]["source"] or find(i) == find(j):
+                    continue  # same source never links; already joined needs no comparison
+                a, b = rows[i]["title_key"], rows[j]["title_key"]
+                if similar(a, b) if a <= b else similar(b, a):
                     parent[find(i)] = find(j)
     else:  # a crowded block (one big holder in one city): exact folded titles only, in linear time
         first: dict[str, int] = {}
