@@ -185,7 +185,9 @@ class Crawler:
             await self._sleep(wait)
         self._last_request = time.monotonic()
         self.requests.append(url)
-        return await self.client.get(url, max_bytes=max_bytes, raise_for_status=False, headers={"User-Agent": AGENT})
+        # The client's own User-Agent ("Essaim/…", [outbound] user_agent): robots.txt groups match its
+        # product token, "essaim".
+        return await self.client.get(url, max_bytes=max_bytes, raise_for_status=False)
 
     async def _robots(self, site: str, delay: float) -> RobotFileParser:
         robots = RobotFileParser()
@@ -237,10 +239,11 @@ class Crawler:
         listed = await self._sitemap_pages(site, robots, config, delay)
         listed = [(u, m) for u, m in listed if (rules is None or rules.wants(u)) and robots.can_fetch(AGENT, u)]
         limit = int(config.get("max_pages", 10_000))
+        keep: set[str] = set()  # pages whose sheet stays (fetched, skipped, failed or left for later)
         if len(listed) > limit:
             stats.errors.append(f"the sitemap lists {len(listed)} pages, only the first {limit} are crawled")
+            keep.update(u for u, _ in listed[limit:])
             listed = listed[:limit]
-        keep: set[str] = set()  # pages whose sheet stays (fetched, skipped, or failed this time)
         done: dict[str, str | None] = {}  # pages to remember as harvested at this lastmod
         rows: list[dict[str, Any]] = []
         for url, lastmod in listed:
@@ -289,9 +292,10 @@ class Crawler:
             licence=config.get("licence") or LICENCE_OUVERTE_2,
         )
         normaliser = Normaliser(await rules_of(self.db, key))
-        origin: dict[str, Any] = {"baseURL": site, "kind": "crawl"}
+        origin: dict[str, Any] = {"baseURL": site, "metadataNamespace": "https://schema.org/", "kind": "crawl"}
         if rules is not None:
             origin["rules"], origin["rulesVersion"] = Path(rules.path).name, rules.version
+            origin["metadataNamespace"] = f"urn:essaim:site-rules:{Path(rules.path).stem}:{rules.version}"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "pages.json"
             path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")

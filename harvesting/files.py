@@ -126,7 +126,12 @@ class FileHarvester:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / ("data.csv" if mapping.format == "csv" else "data.json")
             path.write_bytes(response.body)
-            origin = {"baseURL": url, "kind": "file", "mapping": mapping.name}
+            origin = {
+                "baseURL": url,
+                "metadataNamespace": f"urn:essaim:import-mapping:{mapping.name}",
+                "kind": "file",
+                "mapping": mapping.name,
+            }
             seen, report = await read_into(store, importer, normaliser, path, stats, where=url, origin=origin)
         stats.rejected = report.error_count
         if report.rows == 0 and report.error_count:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
+from lxml import etree
 
 from essaim.cli import main
 from harvesting import normalise
@@ -29,6 +31,7 @@ from node.db import Database
 from node.outbound import OutboundClient
 from protocol.sheet import sheet_from_dict
 from tests.harvesting.conftest import HUB_URL, outbound_config
+from tests.oai_support import make_config, oai_app
 
 SITES = Path(__file__).parent / "sites"
 
@@ -139,7 +142,10 @@ async def test_crawl_schema_org_site(
     sites: tuple[Site, Site], sqlite_hub: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     site, _ = sites
-    site.robots = "User-agent: *\nDisallow: /prive/\nCrawl-delay: 0\nSitemap: SITE/sitemap-index.xml\n"
+    site.robots = (
+        "User-agent: autre\nDisallow: /\n\n"  # another robot's group does not apply
+        "User-agent: essaim\nDisallow: /prive/\nCrawl-delay: 0\n\nSitemap: SITE/sitemap-index.xml\n"
+    )
     site.index = True
     site.urls = [
         ("/projets/1", "2026-11-01"),
@@ -168,7 +174,7 @@ async def test_crawl_schema_org_site(
         assert "/prive/3" not in requested and requested[3:] == ["/projets/1", "/projets/2", "/projets/4", "/projets/5"]
         times = [t for t, _, _ in site.log]
         assert all(b - a >= 0.19 for a, b in itertools.pairwise(times))  # polite spacing
-        assert all(h.get("User-Agent") == "essaim" for _, _, h in site.log)
+        assert all(h.get("User-Agent", "").startswith("Essaim/") for _, _, h in site.log)
         rejected = [r for r in caplog.records if getattr(r, "event", "") == "harvest.page_rejected"]
         assert {r.url for r in rejected} == {f"{site.url}/projets/4", f"{site.url}/projets/5"}  # type: ignore[attr-defined]
 
@@ -197,6 +203,33 @@ async def test_crawl_schema_org_site(
         stored = await sheets_of(sqlite_hub, "site")
         assert stored[f"{site.url}/projets/1"][0].title == "Jardin des Lices"
         assert stored[f"{site.url}/projets/2"][0] is None and stored[f"{site.url}/projets/2"][1]["deleted"]
+
+        # Pages beyond max_pages are left for later, not taken for gone.
+        config = json.dumps({"max_pages": 1, "delay": 0})
+        await sqlite_hub.execute("UPDATE harvest_source SET config = ? WHERE key = ?", [config, "site"])
+        site.urls = [("/projets/4", None), ("/projets/1", "2026-12-01")]
+        stats = await hub.harvest_now("site")
+        assert stats.deleted == 0 and "only the first 1 are crawled" in stats.errors[0]
+        assert (await sheets_of(sqlite_hub, "site"))[f"{site.url}/projets/1"][0] is not None
+
+    # The hub re-exposes the crawled sheets over its own OAI-PMH, with their provenance
+    # (a provider lists the records of past seconds only).
+    await asyncio.sleep(1.05 - time.time() % 1)
+    server = TestServer(oai_app(sqlite_hub, make_config(hub=True)), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as session:
+            query = {"verb": "ListRecords", "metadataPrefix": "oai_dc"}
+            async with session.get(server.make_url("/oai"), params=query) as response:
+                body = await response.read()
+    finally:
+        await server.close()
+    root = etree.fromstring(body)
+    origins = root.findall(".//{http://www.openarchives.org/OAI/2.0/provenance}originDescription")
+    assert len(origins) == 1  # the live sheet (the tombstone has a header only)
+    texts = {etree.QName(el).localname: el.text for el in origins[0]}
+    assert texts["baseURL"] == site.url and texts["metadataNamespace"] == "https://schema.org/"
+    assert texts["identifier"] == f"{site.url}/projets/1"
 
 
 async def test_crawl_with_site_rules(
