@@ -270,7 +270,8 @@ def main() -> int:
 
             profile = cProfile.Profile()
             result = profile.runcall(asyncio.run, work)
-            pstats.Stats(profile, stream=sys.stderr).sort_stats(os.environ.get("ESSAIM_BENCH_PROFILE_SORT", "cumulative")).print_stats(45)
+            order = os.environ.get("ESSAIM_BENCH_PROFILE_SORT", "cumulative")
+            pstats.Stats(profile, stream=sys.stderr).sort_stats(order).print_stats(45)
         else:
             result = asyncio.run(work)
         print(json.dumps(result))
