@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -157,6 +158,7 @@ async def update(
         conn=tx,
     )
     blocks.update(block for block, _ in fresh.values())
+    await _keep_statistics(db, len(fresh), tx)
     moved = 0
     ordered = sorted(blocks)
     for start in range(0, len(ordered), BATCH):
@@ -178,6 +180,23 @@ async def update(
         await db.executemany("UPDATE hub_sheet_match SET cluster = ? WHERE uri = ?", updates, conn=tx)
         moved += len(updates)
     return moved
+
+
+_GROWN: weakref.WeakKeyDictionary[Database, list[float]] = weakref.WeakKeyDictionary()
+
+
+async def _keep_statistics(db: Database, inserted: int, tx: BaseDBAsyncClient) -> None:
+    """ANALYZE ``hub_sheet_match`` on PostgreSQL while a first harvest grows it (as
+    :meth:`node.db.Database.keep_statistics` does for the sheet tables): before autovacuum's first
+    analysis the planner takes the table for empty and scans it whole for every page's lookups."""
+    if db.dialect != "postgres" or not inserted:
+        return
+    state = _GROWN.setdefault(db, [0.0, 0.0])  # [rows at last ANALYZE, rows inserted since]
+    state[1] += inserted
+    if state[1] >= max(1000.0, state[0]):
+        await db.execute("ANALYZE hub_sheet_match", conn=tx)
+        state[0] += state[1]
+        state[1] = 0.0
 
 
 async def clusters_of(db: Database, uris: Sequence[str]) -> dict[str, str]:
