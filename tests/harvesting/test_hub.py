@@ -230,3 +230,28 @@ async def test_hub_server_runs_the_scheduler(seeded: NodeProcess, tmp_path: Path
             assert f"{COUNT} fiche(s)" in home and "nœud de test" in home
     finally:
         await server.close()
+
+
+def test_cli_crosswalk(seeded: NodeProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(hub_dir(tmp_path, seeded.port))
+    assert run(capsys, "hub", "sources", "add", seeded.oai_url, "--key", "n", "--data-dir", data)[0] == 0
+    assert run(capsys, "hub", "harvest", "n", "--data-dir", data)[0] == 0
+    code, out, _ = run(capsys, "hub", "crosswalk", "unmapped", "--json", "--data-dir", data)
+    assert code == 0 and [(r["source"], r["tag"], r["occurrences"]) for r in json.loads(out)] == [
+        ("n", "inclassable", COUNT)
+    ]
+    code, _, err = run(capsys, "hub", "crosswalk", "set", "n", "inclassable", "XYZ", "--data-dir", data)
+    assert code == 1 and "unknown taxonomy code(s): XYZ" in err
+    code, _, err = run(capsys, "hub", "crosswalk", "set", "nope", "inclassable", "EDU", "--data-dir", data)
+    assert code == 1 and "no source 'nope'" in err
+    code, out, _ = run(capsys, "hub", "crosswalk", "set", "n", "Inclassable", "--ignore", "--data-dir", data)
+    assert code == 0 and "(ignored)" in out and "full one" in out
+    code, out, _ = run(capsys, "hub", "crosswalk", "list", "--data-dir", data)
+    assert out.split() == ["n", "Inclassable", "→", "(ignored)"]
+    assert run(capsys, "hub", "crosswalk", "unmapped", "--data-dir", data)[1] == ""
+    code, out, _ = run(capsys, "hub", "harvest", "n", "--json", "--data-dir", data)
+    stats = json.loads(out)
+    assert code == 0 and stats["unchanged"] == COUNT and stats["unmapped_tags"] == 0  # a full run, nothing new
+    assert run(capsys, "hub", "crosswalk", "remove", "n", "inclassable", "--data-dir", data)[0] == 0
+    code, _, err = run(capsys, "hub", "crosswalk", "remove", "n", "inclassable", "--data-dir", data)
+    assert code == 1 and "no rule" in err
