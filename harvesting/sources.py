@@ -26,7 +26,7 @@ from typing import Any
 from yarl import URL
 
 from harvesting.harvester import HarvestStats, Source
-from harvesting.transport import MalformedResponse, OaiTransport
+from harvesting.transport import HarvestError, MalformedResponse, OaiTransport
 from node.db import Database
 from node.outbound import OutboundClient, OutboundError
 from protocol.oai.namespaces import OAI, qn
@@ -102,9 +102,34 @@ class Probe:
         return "essaim" if "essaim" in self.prefixes else "oai"
 
 
+def endpoint_candidates(url: str) -> list[str]:
+    """Where the OAI-PMH endpoint named by ``url`` may be: the URL itself when it has a path (any
+    provider's base URL, such as ``…/oai/request``), then ``…/oai`` (an Essaim node named by its site)."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise SourceError(f"{url!r}: not an http(s) URL")
+    if url.endswith("/oai") or URL(url).path in ("", "/"):
+        return [oai_endpoint(url)]
+    return [url, f"{url}/oai"]
+
+
 async def probe(transport: OaiTransport, url: str) -> Probe:
-    """Identify the endpoint (strictly: any defect is a :class:`HarvestError`) and list its formats."""
-    base_url = oai_endpoint(url)
+    """Identify the endpoint (strictly: any defect is a :class:`HarvestError`) and list its formats.
+
+    The candidates of :func:`endpoint_candidates` are tried in turn; when none answers, the error
+    is the one of the URL as given.
+    """
+    first: HarvestError | None = None
+    for base_url in endpoint_candidates(url):
+        try:
+            return await _probe(transport, base_url)
+        except HarvestError as exc:
+            first = first or exc
+    assert first is not None
+    raise first
+
+
+async def _probe(transport: OaiTransport, base_url: str) -> Probe:
     request_url, root = await transport.fetch(base_url, {"verb": "Identify"})
     identify = root.find(qn(OAI, "Identify"))
     if identify is None:

@@ -255,3 +255,37 @@ def test_cli_crosswalk(seeded: NodeProcess, tmp_path: Path, capsys: pytest.Captu
     assert run(capsys, "hub", "crosswalk", "remove", "n", "inclassable", "--data-dir", data)[0] == 0
     code, _, err = run(capsys, "hub", "crosswalk", "remove", "n", "inclassable", "--data-dir", data)
     assert code == 1 and "no rule" in err
+
+
+async def test_register_a_provider_whose_endpoint_is_not_slash_oai(seeded: NodeProcess) -> None:
+    """Any OAI-PMH provider: its base URL as given (here ``/depot/request``, relaying a real node)."""
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+
+    from harvesting.hub import Hub
+    from harvesting.transport import HarvestError, OaiTransport
+    from node.outbound import OutboundClient
+    from tests.harvesting.conftest import HUB_URL, outbound_config
+
+    async def relay(request: web.Request) -> web.Response:
+        async with ClientSession() as session, session.get(seeded.oai_url, params=request.query) as upstream:
+            body = await upstream.read()
+            return web.Response(body=body, headers={"Content-Type": upstream.headers["Content-Type"]})
+
+    app = web.Application()
+    app.router.add_get("/depot/request", relay)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with open_database("sqlite") as db, OutboundClient(outbound_config(server.port)) as client:
+            hub = Hub(db, OaiTransport(client), hub_base_url=HUB_URL)
+            row = await hub.register(f"http://127.0.0.1:{server.port}/depot/request/")
+            assert row["base_url"] == f"http://127.0.0.1:{server.port}/depot/request" and row["kind"] == "essaim"
+            info = json.loads(row["info"])
+            assert "error" in info["nodeinfo"] and info["formats"] == ["oai_dc", "essaim"]
+            stats = await hub.harvest_now(row["key"])
+            assert stats.ok and stats.added == COUNT
+            with pytest.raises(HarvestError, match=r"HTTP 404 \(http://127\.0\.0\.1:\d+/ailleurs\?verb=Identify"):
+                await hub.register(f"http://127.0.0.1:{server.port}/ailleurs")
+    finally:
+        await server.close()
