@@ -39,7 +39,7 @@ from lxml import etree
 from yarl import URL
 
 from harvesting.extract import RulesError, SiteRules, extract, load_rules
-from harvesting.files import read_into
+from harvesting.files import Progress, read_into
 from harvesting.harvester import HarvestStats
 from harvesting.ingest import write_batch
 from harvesting.normalise import Normaliser, rules_of
@@ -157,11 +157,13 @@ class Crawler:
         self._sleep = sleep
         self.clock = clock
         self._last_request = 0.0
+        self._progress: Progress | None = None
         self.requests: list[str] = []  # every URL asked for in this run, in order (tests, logs)
 
-    async def harvest(self, row: Mapping[str, Any]) -> HarvestStats:
+    async def harvest(self, row: Mapping[str, Any], on_progress: Progress | None = None) -> HarvestStats:
         stats = HarvestStats(source=str(row["key"]))
         started = time.monotonic()
+        self._progress = on_progress
         try:
             await self._run(row, stats)
         except (CrawlError, RulesError, OutboundError) as exc:
@@ -247,6 +249,8 @@ class Crawler:
         done: dict[str, str | None] = {}  # pages to remember as harvested at this lastmod
         rows: list[dict[str, Any]] = []
         for url, lastmod in listed:
+            if self._progress is not None:
+                self._progress(key, 1, len(listed))
             if lastmod is not None and previous.get(url) == lastmod:
                 keep.add(url)
                 done[url] = lastmod

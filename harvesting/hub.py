@@ -57,7 +57,8 @@ __all__ = [
 
 logger = logging.getLogger("essaim.hub")
 
-PageHook = Callable[[str, ListPage], None]
+# Progress of a harvest (CLI progress bars): source key, records just read, total when the source says.
+PageHook = Callable[[str, int, int | None], None]
 Counter = Callable[[str, int], None]
 
 
@@ -74,7 +75,7 @@ class _ObservedTransport(OaiTransport):
 
     async def list_records(self, base_url: str, arguments: Mapping[str, str]) -> ListPage:
         page = await super().list_records(base_url, arguments)
-        self._hook(self._key, page)
+        self._hook(self._key, len(page.records), page.complete_size)
         return page
 
 
@@ -223,12 +224,12 @@ class Hub:
             from harvesting.files import FileHarvester
 
             files = FileHarvester(self.db, self.transport.client, hub_base_url=self.hub_base_url, clock=self.clock)
-            return await files.harvest(row)
+            return await files.harvest(row, on_progress=on_page)
         if kind == "crawl":
             from harvesting.crawler import Crawler
 
             crawler = Crawler(self.db, self.transport.client, hub_base_url=self.hub_base_url, clock=self.clock)
-            return await crawler.harvest(row)
+            return await crawler.harvest(row, on_progress=on_page)
         transport = _ObservedTransport(self.transport, str(row["key"]), on_page) if on_page else self.transport
         harvester = Harvester(self.db, transport, hub_base_url=self.hub_base_url, config=self.config, clock=self.clock)
         return await harvester.harvest(source_of(row))

@@ -235,7 +235,8 @@ async def test_hub_server_runs_the_scheduler(seeded: NodeProcess, tmp_path: Path
 def test_cli_crosswalk(seeded: NodeProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = str(hub_dir(tmp_path, seeded.port))
     assert run(capsys, "hub", "sources", "add", seeded.oai_url, "--key", "n", "--data-dir", data)[0] == 0
-    assert run(capsys, "hub", "harvest", "n", "--data-dir", data)[0] == 0
+    code, _, err = run(capsys, "hub", "harvest", "n", "--progress", "--data-dir", data)
+    assert code == 0 and "n: 100%" in err and f"{COUNT}/{COUNT}" in err  # the progress bar
     code, out, _ = run(capsys, "hub", "crosswalk", "unmapped", "--json", "--data-dir", data)
     assert code == 0 and [(r["source"], r["tag"], r["occurrences"]) for r in json.loads(out)] == [
         ("n", "inclassable", COUNT)

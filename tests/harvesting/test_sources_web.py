@@ -165,8 +165,10 @@ async def test_crawl_schema_org_site(
     async with hub_for(sqlite_hub, site) as hub:
         row = await hub.register_crawl(site.url, key="site", delay=0.2)
         assert (row["kind"], json.loads(row["config"])["delay"]) == ("crawl", 0.2)
+        progress: list[tuple[str, int, int | None]] = []
         with caplog.at_level(logging.WARNING, logger="essaim.harvest"):
-            stats = await hub.harvest_now("site")
+            stats = await hub.harvest_now("site", lambda *p: progress.append(p))
+        assert progress == [("site", 1, 4)] * 4  # the CLI's progress bar: pages of the sitemap
         assert (stats.added, stats.rejected, stats.deleted, stats.complete) == (2, 2, 0, True)
         assert not stats.ok and "2 page(s) rejected" in stats.errors[0]
         requested = site.requested()
@@ -297,7 +299,9 @@ async def test_csv_file_at_a_url(sites: tuple[Site, Site], sqlite_hub: Database,
         with pytest.raises(SourceError, match="404"):
             await hub.register_file(f"{site.url}/absent.csv", mapping=str(mapping))
         await hub.register_file(f"{site.url}/export.csv", mapping=str(mapping), key="csv", partner="Réseau CSV")
-        stats = await hub.harvest_now("csv")
+        progress: list[tuple[str, int, int | None]] = []
+        stats = await hub.harvest_now("csv", lambda *p: progress.append(p))
+        assert progress == [("csv", 2, None)]
         assert stats.ok and stats.added == 2
         stored = await sheets_of(sqlite_hub, "csv")
         epicerie, prov = stored["1"]
