@@ -149,7 +149,62 @@ def _rss() -> dict[str, float]:
     return hb._status(os.getpid())
 
 
-async def hub_child(urls: list[str], backend: str, workers: int, expected: int) -> dict[str, Any]:
+async def worker_child(db_url: str, allow: list[str], workers: int) -> dict[str, Any]:
+    """One more hub process on the same database: its scheduler claims due sources until none is left."""
+    from harvesting.hub import Hub, run_scheduler
+    from harvesting.transport import OaiTransport
+    from node.db import Database
+    from node.outbound import OutboundClient, OutboundConfig
+
+    db = Database(db_url)
+    await db.open()
+    counts: dict[str, int] = {}
+    try:
+        async with OutboundClient(OutboundConfig(allow_list=frozenset(allow), total_timeout=60.0)) as client:
+
+            def count(name: str, by: int) -> None:
+                counts[name] = counts.get(name, 0) + by
+
+            hub = Hub(db, OaiTransport(client), hub_base_url="https://hub.bench.example", count=count)
+            stop = asyncio.Event()
+
+            async def watch() -> None:
+                while True:
+                    await asyncio.sleep(0.2)
+                    left = await db.fetchone(
+                        "SELECT COUNT(*) AS n FROM harvest_source WHERE last_run IS NULL OR running_by IS NOT NULL"
+                    )
+                    if left and int(left["n"]) == 0:
+                        stop.set()
+                        return
+
+            watcher = asyncio.create_task(watch())
+            await run_scheduler(hub, workers=workers, poll=0.05, stop=stop)
+            await watcher
+    finally:
+        await db.close()
+    return {
+        "runs": counts.get("harvest_runs_total", 0),
+        "added": counts.get("harvest_added_total", 0),
+        "peak_rss_mib": round(_rss()["VmHWM"], 1),
+    }
+
+
+async def _spawn_workers(db_url: str, allow: list[str], workers: int, processes: int) -> list[dict[str, Any]]:
+    spec = json.dumps({"db": db_url, "allow": allow, "workers": workers})
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--worker-child", spec, cwd=ROOT, stdout=subprocess.PIPE
+        )
+        for _ in range(processes)
+    ]
+    outs = [(await p.communicate())[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError("a hub worker process failed")
+    return [json.loads(o.decode().strip().splitlines()[-1]) for o in outs]
+
+
+async def hub_child(urls: list[str], backend: str, workers: int, expected: int, processes: int = 1) -> dict[str, Any]:
     from harvesting.hub import Hub
     from harvesting.transport import OaiTransport
     from node.db import Database
@@ -160,7 +215,7 @@ async def hub_child(urls: list[str], backend: str, workers: int, expected: int) 
     await db.upgrade()
     await db.open()
     allow = frozenset(u.split("/")[2] for u in urls)
-    out: dict[str, Any] = {"backend": backend, "workers": workers, "sources": len(urls)}
+    out: dict[str, Any] = {"backend": backend, "workers": workers, "processes": processes, "sources": len(urls)}
     try:
         async with OutboundClient(OutboundConfig(allow_list=allow, total_timeout=60.0)) as client:
             hub = Hub(db, OaiTransport(client), hub_base_url="https://hub.bench.example")
@@ -177,9 +232,21 @@ async def hub_child(urls: list[str], backend: str, workers: int, expected: int) 
                 return time.perf_counter() - started, results
 
             idle = _rss()["VmRSS"]
-            seconds, results = await everything()
-            added = sum(r.added for r in results)
-            errors = [e for r in results for e in r.errors]
+            if processes > 1:
+                # Scale-out: that many hub processes share the database, each claiming due sources.
+                started = time.perf_counter()
+                reports = await _spawn_workers(url, sorted(allow), workers, processes)
+                seconds = time.perf_counter() - started
+                added = sum(r["added"] for r in reports)
+                rows = await db.fetch("SELECT last_error FROM harvest_source WHERE last_error IS NOT NULL")
+                errors = [str(r["last_error"]) for r in rows]
+                worker_rss = max(r["peak_rss_mib"] for r in reports)
+                results = []
+            else:
+                seconds, results = await everything()
+                added = sum(r.added for r in results)
+                errors = [e for r in results for e in r.errors]
+                worker_rss = 0.0
             live = await db.fetchone("SELECT COUNT(*) AS n FROM sheet WHERE deleted = ?", [False])
             clustered = await db.fetchone("SELECT COUNT(*) AS n FROM hub_sheet_match WHERE cluster IS NOT NULL")
             out["harvest"] = {
@@ -187,12 +254,12 @@ async def hub_child(urls: list[str], backend: str, workers: int, expected: int) 
                 "expected": expected,
                 "stored_live": int(live["n"]) if live else 0,
                 "errors": errors[:5],
-                "pages": sum(r.pages for r in results),
+                "pages": sum(r.pages for r in results) if results else None,
                 "seconds": round(seconds, 2),
                 "records_per_s": round(added / seconds),
                 "sheets_in_duplicate_clusters": int(clustered["n"]) if clustered else 0,
                 "idle_rss_mib": round(idle, 1),
-                "peak_rss_mib": round(_rss()["VmHWM"], 1),
+                "peak_rss_mib": round(max(_rss()["VmHWM"], worker_rss), 1),
             }
 
             async def unchanged(label: str) -> None:
@@ -253,17 +320,19 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--per-node", type=int, default=10_000)
     parser.add_argument("--templates", type=int, default=1000, help="distinct generated sheets per node")
-    parser.add_argument("--workers", type=int, default=4, help="sources harvested at once by the hub")
+    parser.add_argument("--workers", type=int, default=4, help="sources harvested at once by a hub process")
+    parser.add_argument("--processes", type=int, default=1, help="hub processes sharing the database")
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument("--page-size", type=int, help="ESSAIM_OAI_PAGE_SIZE of the nodes (default: theirs)")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--hub-child", help=argparse.SUPPRESS)
     parser.add_argument("--sickle-child", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hub_child:
         spec = json.loads(args.hub_child)
-        work = hub_child(spec["urls"], spec["backend"], spec["workers"], spec["expected"])
+        work = hub_child(spec["urls"], spec["backend"], spec["workers"], spec["expected"], spec["processes"])
         if os.environ.get("ESSAIM_BENCH_PROFILE"):  # where the hub's time goes, on stderr
             import cProfile
             import pstats
@@ -275,6 +344,10 @@ def main() -> int:
         else:
             result = asyncio.run(work)
         print(json.dumps(result))
+        return 0
+    if args.worker_child:
+        spec = json.loads(args.worker_child)
+        print(json.dumps(asyncio.run(worker_child(spec["db"], spec["allow"], spec["workers"]))))
         return 0
     if args.sickle_child:
         print(json.dumps(sickle_child(json.loads(args.sickle_child))))
@@ -297,7 +370,13 @@ def main() -> int:
             asyncio.run(hb._wait_ready(url, proc))
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start", flush=True)
         expected = args.nodes * args.per_node
-        spec = {"urls": urls, "backend": args.backend, "workers": args.workers, "expected": expected}
+        spec = {
+            "urls": urls,
+            "backend": args.backend,
+            "workers": args.workers,
+            "expected": expected,
+            "processes": args.processes,
+        }
         ours = _child("--hub-child", json.dumps(spec))
         ours["nodes"] = args.nodes
         ours["per_node"] = args.per_node
