@@ -17,8 +17,8 @@ PostgreSQL with ``--backend postgres``). Reported:
 - ``peer``: the same ten endpoints read by a plain ``sickle`` loop (``ListRecords`` iterated
   to the end, records parsed, nothing stored) in the same run, and the ratio hub/sickle.
 
-    python bench/hub_bench.py [--nodes 10] [--per-node 10000] [--workers 4] [--backend sqlite|postgres]
-                              [--page-size N] [--rebuild]
+    python bench/hub_bench.py [--nodes 10] [--per-node 10000] [--workers 4] [--processes 1]
+                              [--backend sqlite|postgres] [--page-size N] [--no-peer] [--rebuild]
 
 Targets on the project's machine: ≥ 5,000 records/s end to end, ≤ 500 MB hub RSS, the
 unchanged incremental re-harvest of the 10 nodes in ≤ 10 s with 0 writes.
