@@ -326,3 +326,35 @@ async def test_csv_file_at_a_url(sites: tuple[Site, Site], sqlite_hub: Database,
         assert "rejected" in stats.errors[0]
         stored = await sheets_of(sqlite_hub, "csv")
         assert stored["1"][0] is not None and stored["4"][0].title == "Recyclerie"
+
+
+async def test_json_file_at_a_url(sites: tuple[Site, Site], sqlite_hub: Database, tmp_path: Path) -> None:
+    site, _ = sites
+    mapping = tmp_path / "json.toml"
+    mapping.write_text(
+        'name = "json"\nformat = "json"\n[fields]\nlocal_id = "ref"\ntitle = "intitule"\ntags = "themes"\n'
+        'place_postcode = "cp"\nplace_commune = "ville"\n',
+        "utf-8",
+    )
+    items = [
+        {
+            "ref": "a1",
+            "intitule": "Tiers-lieu rural",
+            "themes": ["tiers-lieu", "ruralité"],
+            "cp": "22000",
+            "ville": "Saint-Brieuc",
+        },
+        {"ref": "a2", "intitule": "Cantine solidaire", "themes": [], "cp": "", "ville": ""},
+    ]
+    site.pages["/projets.json"] = (200, "application/json", json.dumps(items, ensure_ascii=False))
+    async with hub_for(sqlite_hub, site) as hub:
+        await hub.register_file(f"{site.url}/projets.json", mapping=str(mapping), key="json")
+        stats = await hub.harvest_now("json")
+        assert stats.ok and stats.added == 2
+        stored = await sheets_of(sqlite_hub, "json")
+        tiers, _ = stored["a1"]
+        assert [t.tag for t in tiers.tags] == ["tiers-lieu", "ruralité"] and tiers.places[0].insee == "22278"
+        assert stored["a2"][0].places == ()
+        # Unchanged body (no validators here): recognised by its SHA-256, nothing written.
+        stats = await hub.harvest_now("json")
+        assert stats.ok and (stats.added, stats.updated, stats.deleted, stats.unchanged) == (0, 0, 0, 0)
