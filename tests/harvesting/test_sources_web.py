@@ -31,7 +31,7 @@ from node.db import Database
 from node.outbound import OutboundClient
 from protocol.sheet import sheet_from_dict
 from tests.harvesting.conftest import HUB_URL, outbound_config
-from tests.oai_support import make_config, oai_app
+from tests.oai_support import SCHEMA_DIR, assert_valid_oai, make_config, oai_app
 
 SITES = Path(__file__).parent / "sites"
 
@@ -226,6 +226,8 @@ async def test_crawl_schema_org_site(
                 body = await response.read()
     finally:
         await server.close()
+    if (SCHEMA_DIR / "OAI-PMH.xsd").exists():  # the official schemas, provenance.xsd included
+        assert_valid_oai(body)
     root = etree.fromstring(body)
     origins = root.findall(".//{http://www.openarchives.org/OAI/2.0/provenance}originDescription")
     assert len(origins) == 1  # the live sheet (the tombstone has a header only)
