@@ -436,15 +436,15 @@ def cmd_hub_harvest(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() if args.progress is None else args.progress
     bars: dict[str, Any] = {}
 
-    def on_page(key: str, page: Any) -> None:
+    def on_page(key: str, records: int, total: int | None) -> None:
         from tqdm import tqdm
 
         bar = bars.get(key)
         if bar is None:
             bar = bars[key] = tqdm(desc=key, unit=" records", file=sys.stderr, dynamic_ncols=True)
-        if page.complete_size is not None:
-            bar.total = page.complete_size
-        bar.update(len(page.records))
+        if total is not None:
+            bar.total = total
+        bar.update(records)
 
     async def work(db: Any) -> Any:
         async with open_hub(settings, db) as hub:

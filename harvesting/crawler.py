@@ -39,7 +39,7 @@ from lxml import etree
 from yarl import URL
 
 from harvesting.extract import RulesError, SiteRules, extract, load_rules
-from harvesting.files import read_into
+from harvesting.files import Progress, read_into
 from harvesting.harvester import HarvestStats
 from harvesting.ingest import write_batch
 from harvesting.normalise import Normaliser, rules_of
@@ -157,11 +157,13 @@ class Crawler:
         self._sleep = sleep
         self.clock = clock
         self._last_request = 0.0
+        self._progress: Progress | None = None
         self.requests: list[str] = []  # every URL asked for in this run, in order (tests, logs)
 
-    async def harvest(self, row: Mapping[str, Any]) -> HarvestStats:
+    async def harvest(self, row: Mapping[str, Any], on_progress: Progress | None = None) -> HarvestStats:
         stats = HarvestStats(source=str(row["key"]))
         started = time.monotonic()
+        self._progress = on_progress
         try:
             await self._run(row, stats)
         except (CrawlError, RulesError, OutboundError) as exc:
@@ -185,7 +187,9 @@ class Crawler:
             await self._sleep(wait)
         self._last_request = time.monotonic()
         self.requests.append(url)
-        return await self.client.get(url, max_bytes=max_bytes, raise_for_status=False, headers={"User-Agent": AGENT})
+        # The client's own User-Agent ("Essaim/…", [outbound] user_agent): robots.txt groups match its
+        # product token, "essaim".
+        return await self.client.get(url, max_bytes=max_bytes, raise_for_status=False)
 
     async def _robots(self, site: str, delay: float) -> RobotFileParser:
         robots = RobotFileParser()
@@ -237,13 +241,16 @@ class Crawler:
         listed = await self._sitemap_pages(site, robots, config, delay)
         listed = [(u, m) for u, m in listed if (rules is None or rules.wants(u)) and robots.can_fetch(AGENT, u)]
         limit = int(config.get("max_pages", 10_000))
+        keep: set[str] = set()  # pages whose sheet stays (fetched, skipped, failed or left for later)
         if len(listed) > limit:
             stats.errors.append(f"the sitemap lists {len(listed)} pages, only the first {limit} are crawled")
+            keep.update(u for u, _ in listed[limit:])
             listed = listed[:limit]
-        keep: set[str] = set()  # pages whose sheet stays (fetched, skipped, or failed this time)
         done: dict[str, str | None] = {}  # pages to remember as harvested at this lastmod
         rows: list[dict[str, Any]] = []
         for url, lastmod in listed:
+            if self._progress is not None:
+                self._progress(key, 1, len(listed))
             if lastmod is not None and previous.get(url) == lastmod:
                 keep.add(url)
                 done[url] = lastmod
@@ -289,9 +296,10 @@ class Crawler:
             licence=config.get("licence") or LICENCE_OUVERTE_2,
         )
         normaliser = Normaliser(await rules_of(self.db, key))
-        origin: dict[str, Any] = {"baseURL": site, "kind": "crawl"}
+        origin: dict[str, Any] = {"baseURL": site, "metadataNamespace": "https://schema.org/", "kind": "crawl"}
         if rules is not None:
             origin["rules"], origin["rulesVersion"] = Path(rules.path).name, rules.version
+            origin["metadataNamespace"] = f"urn:essaim:site-rules:{Path(rules.path).stem}:{rules.version}"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "pages.json"
             path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from functools import lru_cache
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -73,7 +75,10 @@ def match_key(sheet: Sheet) -> MatchKey | None:
     return MatchKey(block=f"{place}|{holder}"[:255], title_key=title or fold(sheet.title))
 
 
+@lru_cache(maxsize=200_000)
 def similar(a: str, b: str) -> bool:
+    """Whether two folded titles name the same project. Cached: re-clustering a block after each
+    page compares the same pairs again (and harvested corpora repeat titles a lot)."""
     if a == b:
         return True
     wa, wb = set(a.split()), set(b.split())
@@ -99,7 +104,10 @@ def components(rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
     if len(rows) <= MAX_BLOCK:
         for i in range(len(rows)):
             for j in range(i + 1, len(rows)):
-                if rows[i]["source"] != rows[j]["source"] and similar(rows[i]["title_key"], rows[j]["title_key"]):
+                if rows[i]["source"] == rows[j]["source"] or find(i) == find(j):
+                    continue  # same source never links; already joined needs no comparison
+                a, b = rows[i]["title_key"], rows[j]["title_key"]
+                if similar(a, b) if a <= b else similar(b, a):
                     parent[find(i)] = find(j)
     else:  # a crowded block (one big holder in one city): exact folded titles only, in linear time
         first: dict[str, int] = {}
@@ -151,6 +159,7 @@ async def update(
         conn=tx,
     )
     blocks.update(block for block, _ in fresh.values())
+    await _keep_statistics(db, len(fresh), tx)
     moved = 0
     ordered = sorted(blocks)
     for start in range(0, len(ordered), BATCH):
@@ -174,6 +183,23 @@ async def update(
         # Sheets of other sources whose cluster moved: their search documents must be rebuilt.
         await db.touched([u for _, u in updates if u not in uris_set], tx=tx)
     return moved
+
+
+_GROWN: weakref.WeakKeyDictionary[Database, list[float]] = weakref.WeakKeyDictionary()
+
+
+async def _keep_statistics(db: Database, inserted: int, tx: BaseDBAsyncClient) -> None:
+    """ANALYZE ``hub_sheet_match`` on PostgreSQL while a first harvest grows it (as
+    :meth:`node.db.Database.keep_statistics` does for the sheet tables): before autovacuum's first
+    analysis the planner takes the table for empty and scans it whole for every page's lookups."""
+    if db.dialect != "postgres" or not inserted:
+        return
+    state = _GROWN.setdefault(db, [0.0, 0.0])  # [rows at last ANALYZE, rows inserted since]
+    state[1] += inserted
+    if state[1] >= max(1000.0, state[0]):
+        await db.execute("ANALYZE hub_sheet_match", conn=tx)
+        state[0] += state[1]
+        state[1] = 0.0
 
 
 async def clusters_of(db: Database, uris: Sequence[str]) -> dict[str, str]:

@@ -41,6 +41,7 @@ from protocol.sheet import LICENCE_OUVERTE_2, Partner, Sheet
 logger = logging.getLogger("essaim.harvest")
 
 BATCH = 500
+Progress = Callable[[str, int, int | None], None]  # source key, records just done, total if known
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
 
@@ -79,11 +80,13 @@ class FileHarvester:
         self.hub_base_url = hub_base_url
         self.max_bytes = max_bytes
         self.clock = clock
+        self._progress: Progress | None = None
 
-    async def harvest(self, row: Mapping[str, Any]) -> HarvestStats:
+    async def harvest(self, row: Mapping[str, Any], on_progress: Progress | None = None) -> HarvestStats:
         key = str(row["key"])
         stats = HarvestStats(source=key)
         started = time.monotonic()
+        self._progress = on_progress
         try:
             await self._run(row, stats)
         except (OutboundError, ValueError) as exc:
@@ -126,8 +129,15 @@ class FileHarvester:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / ("data.csv" if mapping.format == "csv" else "data.json")
             path.write_bytes(response.body)
-            origin = {"baseURL": url, "kind": "file", "mapping": mapping.name}
-            seen, report = await read_into(store, importer, normaliser, path, stats, where=url, origin=origin)
+            origin = {
+                "baseURL": url,
+                "metadataNamespace": f"urn:essaim:import-mapping:{mapping.name}",
+                "kind": "file",
+                "mapping": mapping.name,
+            }
+            seen, report = await read_into(
+                store, importer, normaliser, path, stats, where=url, origin=origin, on_progress=self._progress
+            )
         stats.rejected = report.error_count
         if report.rows == 0 and report.error_count:
             raise ValueError(f"no row could be read: {report.errors[0] if report.errors else 'unreadable'}")
@@ -166,6 +176,7 @@ async def read_into(
     where: str,
     line_names: Callable[[int], str] | None = None,
     origin: Mapping[str, Any] | None = None,
+    on_progress: Progress | None = None,
 ) -> tuple[set[str], ImportReport]:
     """Read ``path`` with ``importer`` and write its sheets in batches; returns the local ids read and
     the report (its errors are logged as ``harvest.record_rejected``)."""
@@ -198,6 +209,8 @@ async def read_into(
         stats.unchanged += counts.unchanged
         stats.places_resolved += counts.places_resolved
         stats.unmapped_tags += counts.unmapped
+        if on_progress is not None:
+            on_progress(store.source, len(batch), None)
         batch.clear()
 
     for sheet in importer.read(path, report):

@@ -335,6 +335,10 @@ class Harvester:
                 "lastSeen": now,
                 "deleted": deleted,
             }
+            if isinstance(record, Harvested) and record.sheet.url:
+                data["originalURL"] = record.sheet.url  # the project's page on the partner's site
+            elif old and old.get("originalURL"):
+                data["originalURL"] = old["originalURL"]
             if isinstance(record, Harvested) and record.original_id:
                 data["sheetId"] = record.original_id
             elif old and old.get("sheetId"):

@@ -49,7 +49,7 @@ async def write_batch(
 ) -> BatchCounts:
     """Normalise and store ``sheets``, turn ``deletions`` (local ids) into tombstones, in ``tx``.
 
-    ``origin`` (``{"baseURL": …, **extra}``) asks for the provenance of the written sheets to be
+    ``origin`` (``{"baseURL": …, "metadataNamespace": …, **extra}``) asks for the provenance of the written sheets to be
     recorded here (file and crawl sources; the OAI-PMH harvester writes its own): original
     identifier and URL, first and last seen. Unchanged sheets keep theirs untouched.
     """
@@ -102,6 +102,9 @@ async def _provenance(
         out[local_id] = {
             **origin,
             "identifier": local_id,
+            # The OAI provenance container (re-exposed by the hub's own OAI-PMH) needs a datestamp:
+            # rows and pages have none of their own, the version is the one seen at this harvest.
+            "datestamp": now,
             "originalURL": (sheet.url if sheet is not None else old.get("originalURL")) or None,
             "harvestDate": now,
             "firstSeen": old.get("firstSeen", now),

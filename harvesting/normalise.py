@@ -87,19 +87,28 @@ class Normaliser:
         self.taxonomy = taxonomy or default_taxonomy()
         self.crosswalk = Crosswalk(partner="", rules=dict(rules or {}))
         self.resolver = resolver or _default_resolver()
+        # Crosswalk.labels_fallback as one dict lookup (it folds every label on each call): same
+        # precedence, sub-themes first, then themes, the first term of a table winning.
+        self._labels: dict[str, str] = {}
+        for table in (self.taxonomy.subthemes, self.taxonomy.themes):
+            for term in table.values():
+                for key in (fold(term.fr), fold(term.en), term.code.lower()):
+                    self._labels.setdefault(key, term.code)
 
     def sheet(self, sheet: Sheet) -> Normalised:
         unmapped: list[str] = []
         tags: list[TagMapping] = []
         codes: list[str] = []
         for tag in sheet.tags:
-            rule = self.crosswalk.lookup(tag.tag)
+            key = fold(tag.tag)
+            rule = self.crosswalk.rules.get(key)
             if rule is not None:
                 mapped = rule
             elif tag.codes:
                 mapped = tag.codes
             else:
-                mapped = self.crosswalk.labels_fallback(self.taxonomy, tag.tag) or ()
+                label = self._labels.get(key)
+                mapped = (label,) if label else ()
                 if not mapped:
                     unmapped.append(tag.tag)
             mapped = tuple(c for c in mapped if self.taxonomy.classify(c))
@@ -107,7 +116,10 @@ class Normaliser:
             codes.extend(mapped)
         themes, subthemes = self.taxonomy.complete([*sheet.themes, *codes], [*sheet.subthemes, *codes])
         places, resolved = self.places(sheet.places)
-        out = replace(sheet, tags=tuple(tags), themes=themes, subthemes=subthemes, places=places)
+        new_tags = tuple(tags)
+        if (new_tags, themes, subthemes, places) == (sheet.tags, sheet.themes, sheet.subthemes, sheet.places):
+            return Normalised(sheet, unmapped, resolved)  # already canonical (the usual native record)
+        out = replace(sheet, tags=new_tags, themes=themes, subthemes=subthemes, places=places)
         return Normalised(out, unmapped, resolved)
 
     def places(self, places: Sequence[Place]) -> tuple[tuple[Place, ...], int]:

@@ -27,6 +27,10 @@ COUNTER_HELP = {
     "harvest_runs_total": "Harvest runs of the hub's scheduler since the process started.",
     "harvest_failures_total": "Harvest runs that ended incomplete or with errors.",
     "harvest_added_total": "Sheets added by harvests since the process started.",
+    "harvest_updated_total": "Sheets updated by harvests since the process started.",
+    "harvest_deleted_total": "Sheets turned into tombstones by harvests since the process started.",
+    "harvest_rejected_total": "Records or pages rejected by harvests since the process started (see the logs).",
+    "harvest_pages_total": "Pages (OAI-PMH pages, files, crawled pages) harvested since the process started.",
 }
 
 

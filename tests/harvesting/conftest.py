@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,9 @@ class NodeProcess:
                 return await response.json()
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[NodeProcess]:
-    """One real Essaim node (SQLite) in its own process for the module; tests reset it."""
+@contextmanager
+def spawn_node() -> Iterator[NodeProcess]:
+    """A real Essaim node (SQLite) in its own process, stopped on exit."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         process = subprocess.Popen(
@@ -72,11 +72,19 @@ def node() -> Iterator[NodeProcess]:
                 process.kill()
 
 
+@pytest.fixture(scope="module")
+def node() -> Iterator[NodeProcess]:
+    """One real Essaim node (SQLite) in its own process for the module; tests reset it."""
+    with spawn_node() as process:
+        yield process
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def hub_db(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
     """The hub's database: SQLite, and PostgreSQL (skipped with the reason when unreachable)."""
     async with open_database(request.param) as db:
-        await db.execute("DELETE FROM harvest_state")
+        for table in ("harvest_state", "harvest_source", "hub_crosswalk", "hub_unmapped_tag", "hub_sheet_match"):
+            await db.execute(f"DELETE FROM {table}")  # a PostgreSQL test database outlives one test
         yield db
 
 

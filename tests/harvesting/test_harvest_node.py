@@ -93,6 +93,7 @@ async def test_full_then_incremental_harvest(seeded: NodeProcess, hub_db: Databa
         assert prov["identifier"] == "oai:noeud.essaim.test:projet-3"
         assert prov["metadataNamespace"] == "https://essaim.org/ns/sheet/1.0"
         assert prov["sheetId"] == "https://noeud.essaim.test/sheets/3"
+        assert prov["originalURL"] == "https://reseau.test/projets/3"
         assert prov["firstSeen"] == prov["lastSeen"] == prov["harvestDate"]
         assert prov["altered"] is False and prov["datestamp"].endswith("Z")
 

@@ -230,3 +230,63 @@ async def test_hub_server_runs_the_scheduler(seeded: NodeProcess, tmp_path: Path
             assert f"{COUNT} fiche(s)" in home and "nœud de test" in home
     finally:
         await server.close()
+
+
+def test_cli_crosswalk(seeded: NodeProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(hub_dir(tmp_path, seeded.port))
+    assert run(capsys, "hub", "sources", "add", seeded.oai_url, "--key", "n", "--data-dir", data)[0] == 0
+    code, _, err = run(capsys, "hub", "harvest", "n", "--progress", "--data-dir", data)
+    assert code == 0 and "n: 100%" in err and f"{COUNT}/{COUNT}" in err  # the progress bar
+    code, out, _ = run(capsys, "hub", "crosswalk", "unmapped", "--json", "--data-dir", data)
+    assert code == 0 and [(r["source"], r["tag"], r["occurrences"]) for r in json.loads(out)] == [
+        ("n", "inclassable", COUNT)
+    ]
+    code, _, err = run(capsys, "hub", "crosswalk", "set", "n", "inclassable", "XYZ", "--data-dir", data)
+    assert code == 1 and "unknown taxonomy code(s): XYZ" in err
+    code, _, err = run(capsys, "hub", "crosswalk", "set", "nope", "inclassable", "EDU", "--data-dir", data)
+    assert code == 1 and "no source 'nope'" in err
+    code, out, _ = run(capsys, "hub", "crosswalk", "set", "n", "Inclassable", "--ignore", "--data-dir", data)
+    assert code == 0 and "(ignored)" in out and "full one" in out
+    code, out, _ = run(capsys, "hub", "crosswalk", "list", "--data-dir", data)
+    assert out.split() == ["n", "Inclassable", "→", "(ignored)"]
+    assert run(capsys, "hub", "crosswalk", "unmapped", "--data-dir", data)[1] == ""
+    code, out, _ = run(capsys, "hub", "harvest", "n", "--json", "--data-dir", data)
+    stats = json.loads(out)
+    assert code == 0 and stats["unchanged"] == COUNT and stats["unmapped_tags"] == 0  # a full run, nothing new
+    assert run(capsys, "hub", "crosswalk", "remove", "n", "inclassable", "--data-dir", data)[0] == 0
+    code, _, err = run(capsys, "hub", "crosswalk", "remove", "n", "inclassable", "--data-dir", data)
+    assert code == 1 and "no rule" in err
+
+
+async def test_register_a_provider_whose_endpoint_is_not_slash_oai(seeded: NodeProcess) -> None:
+    """Any OAI-PMH provider: its base URL as given (here ``/depot/request``, relaying a real node)."""
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+
+    from harvesting.hub import Hub
+    from harvesting.transport import HarvestError, OaiTransport
+    from node.outbound import OutboundClient
+    from tests.harvesting.conftest import HUB_URL, outbound_config
+
+    async def relay(request: web.Request) -> web.Response:
+        async with ClientSession() as session, session.get(seeded.oai_url, params=request.query) as upstream:
+            body = await upstream.read()
+            return web.Response(body=body, headers={"Content-Type": upstream.headers["Content-Type"]})
+
+    app = web.Application()
+    app.router.add_get("/depot/request", relay)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with open_database("sqlite") as db, OutboundClient(outbound_config(server.port)) as client:
+            hub = Hub(db, OaiTransport(client), hub_base_url=HUB_URL)
+            row = await hub.register(f"http://127.0.0.1:{server.port}/depot/request/")
+            assert row["base_url"] == f"http://127.0.0.1:{server.port}/depot/request" and row["kind"] == "essaim"
+            info = json.loads(row["info"])
+            assert "error" in info["nodeinfo"] and info["formats"] == ["oai_dc", "essaim"]
+            stats = await hub.harvest_now(row["key"])
+            assert stats.ok and stats.added == COUNT
+            with pytest.raises(HarvestError, match=r"HTTP 404 \(http://127\.0\.0\.1:\d+/ailleurs\?verb=Identify"):
+                await hub.register(f"http://127.0.0.1:{server.port}/ailleurs")
+    finally:
+        await server.close()

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
+from lxml import etree
 
 from essaim.cli import main
 from harvesting import normalise
@@ -29,6 +31,7 @@ from node.db import Database
 from node.outbound import OutboundClient
 from protocol.sheet import sheet_from_dict
 from tests.harvesting.conftest import HUB_URL, outbound_config
+from tests.oai_support import SCHEMA_DIR, assert_valid_oai, make_config, oai_app
 
 SITES = Path(__file__).parent / "sites"
 
@@ -139,7 +142,10 @@ async def test_crawl_schema_org_site(
     sites: tuple[Site, Site], sqlite_hub: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     site, _ = sites
-    site.robots = "User-agent: *\nDisallow: /prive/\nCrawl-delay: 0\nSitemap: SITE/sitemap-index.xml\n"
+    site.robots = (
+        "User-agent: autre\nDisallow: /\n\n"  # another robot's group does not apply
+        "User-agent: essaim\nDisallow: /prive/\nCrawl-delay: 0\n\nSitemap: SITE/sitemap-index.xml\n"
+    )
     site.index = True
     site.urls = [
         ("/projets/1", "2026-11-01"),
@@ -159,8 +165,10 @@ async def test_crawl_schema_org_site(
     async with hub_for(sqlite_hub, site) as hub:
         row = await hub.register_crawl(site.url, key="site", delay=0.2)
         assert (row["kind"], json.loads(row["config"])["delay"]) == ("crawl", 0.2)
+        progress: list[tuple[str, int, int | None]] = []
         with caplog.at_level(logging.WARNING, logger="essaim.harvest"):
-            stats = await hub.harvest_now("site")
+            stats = await hub.harvest_now("site", lambda *p: progress.append(p))
+        assert progress == [("site", 1, 4)] * 4  # the CLI's progress bar: pages of the sitemap
         assert (stats.added, stats.rejected, stats.deleted, stats.complete) == (2, 2, 0, True)
         assert not stats.ok and "2 page(s) rejected" in stats.errors[0]
         requested = site.requested()
@@ -168,7 +176,7 @@ async def test_crawl_schema_org_site(
         assert "/prive/3" not in requested and requested[3:] == ["/projets/1", "/projets/2", "/projets/4", "/projets/5"]
         times = [t for t, _, _ in site.log]
         assert all(b - a >= 0.19 for a, b in itertools.pairwise(times))  # polite spacing
-        assert all(h.get("User-Agent") == "essaim" for _, _, h in site.log)
+        assert all(h.get("User-Agent", "").startswith("Essaim/") for _, _, h in site.log)
         rejected = [r for r in caplog.records if getattr(r, "event", "") == "harvest.page_rejected"]
         assert {r.url for r in rejected} == {f"{site.url}/projets/4", f"{site.url}/projets/5"}  # type: ignore[attr-defined]
 
@@ -197,6 +205,35 @@ async def test_crawl_schema_org_site(
         stored = await sheets_of(sqlite_hub, "site")
         assert stored[f"{site.url}/projets/1"][0].title == "Jardin des Lices"
         assert stored[f"{site.url}/projets/2"][0] is None and stored[f"{site.url}/projets/2"][1]["deleted"]
+
+        # Pages beyond max_pages are left for later, not taken for gone.
+        config = json.dumps({"max_pages": 1, "delay": 0})
+        await sqlite_hub.execute("UPDATE harvest_source SET config = ? WHERE key = ?", [config, "site"])
+        site.urls = [("/projets/4", None), ("/projets/1", "2026-12-01")]
+        stats = await hub.harvest_now("site")
+        assert stats.deleted == 0 and "only the first 1 are crawled" in stats.errors[0]
+        assert (await sheets_of(sqlite_hub, "site"))[f"{site.url}/projets/1"][0] is not None
+
+    # The hub re-exposes the crawled sheets over its own OAI-PMH, with their provenance
+    # (a provider lists the records of past seconds only).
+    await asyncio.sleep(1.05 - time.time() % 1)
+    server = TestServer(oai_app(sqlite_hub, make_config(hub=True)), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as session:
+            query = {"verb": "ListRecords", "metadataPrefix": "oai_dc"}
+            async with session.get(server.make_url("/oai"), params=query) as response:
+                body = await response.read()
+    finally:
+        await server.close()
+    if (SCHEMA_DIR / "OAI-PMH.xsd").exists():  # the official schemas, provenance.xsd included
+        assert_valid_oai(body)
+    root = etree.fromstring(body)
+    origins = root.findall(".//{http://www.openarchives.org/OAI/2.0/provenance}originDescription")
+    assert len(origins) == 1  # the live sheet (the tombstone has a header only)
+    texts = {etree.QName(el).localname: el.text for el in origins[0]}
+    assert texts["baseURL"] == site.url and texts["metadataNamespace"] == "https://schema.org/"
+    assert texts["identifier"] == f"{site.url}/projets/1"
 
 
 async def test_crawl_with_site_rules(
@@ -264,7 +301,9 @@ async def test_csv_file_at_a_url(sites: tuple[Site, Site], sqlite_hub: Database,
         with pytest.raises(SourceError, match="404"):
             await hub.register_file(f"{site.url}/absent.csv", mapping=str(mapping))
         await hub.register_file(f"{site.url}/export.csv", mapping=str(mapping), key="csv", partner="Réseau CSV")
-        stats = await hub.harvest_now("csv")
+        progress: list[tuple[str, int, int | None]] = []
+        stats = await hub.harvest_now("csv", lambda *p: progress.append(p))
+        assert progress == [("csv", 2, None)]
         assert stats.ok and stats.added == 2
         stored = await sheets_of(sqlite_hub, "csv")
         epicerie, prov = stored["1"]
@@ -289,3 +328,35 @@ async def test_csv_file_at_a_url(sites: tuple[Site, Site], sqlite_hub: Database,
         assert "rejected" in stats.errors[0]
         stored = await sheets_of(sqlite_hub, "csv")
         assert stored["1"][0] is not None and stored["4"][0].title == "Recyclerie"
+
+
+async def test_json_file_at_a_url(sites: tuple[Site, Site], sqlite_hub: Database, tmp_path: Path) -> None:
+    site, _ = sites
+    mapping = tmp_path / "json.toml"
+    mapping.write_text(
+        'name = "json"\nformat = "json"\n[fields]\nlocal_id = "ref"\ntitle = "intitule"\ntags = "themes"\n'
+        'place_postcode = "cp"\nplace_commune = "ville"\n',
+        "utf-8",
+    )
+    items = [
+        {
+            "ref": "a1",
+            "intitule": "Tiers-lieu rural",
+            "themes": ["tiers-lieu", "ruralité"],
+            "cp": "22000",
+            "ville": "Saint-Brieuc",
+        },
+        {"ref": "a2", "intitule": "Cantine solidaire", "themes": [], "cp": "", "ville": ""},
+    ]
+    site.pages["/projets.json"] = (200, "application/json", json.dumps(items, ensure_ascii=False))
+    async with hub_for(sqlite_hub, site) as hub:
+        await hub.register_file(f"{site.url}/projets.json", mapping=str(mapping), key="json")
+        stats = await hub.harvest_now("json")
+        assert stats.ok and stats.added == 2
+        stored = await sheets_of(sqlite_hub, "json")
+        tiers, _ = stored["a1"]
+        assert [t.tag for t in tiers.tags] == ["tiers-lieu", "ruralité"] and tiers.places[0].insee == "22278"
+        assert stored["a2"][0].places == ()
+        # Unchanged body (no validators here): recognised by its SHA-256, nothing written.
+        stats = await hub.harvest_now("json")
+        assert stats.ok and (stats.added, stats.updated, stats.deleted, stats.unchanged) == (0, 0, 0, 0)

@@ -1,0 +1,403 @@
+"""Hub benchmark: harvest 100,000 sheets from 10 Essaim nodes on loopback, end to end.
+
+Ten real nodes (``essaim node serve``, SQLite, 10,000 sheets each, each corpus built from
+its own generated sheets) serve OAI-PMH on loopback ports. The hub runs in a child process
+(so that its peak RSS, ``VmHWM``, is its own): it registers the ten nodes (Identify,
+ListMetadataFormats, NodeInfo), then harvests them all -- strict transport, native
+``essaim`` records, normalisation (crosswalk, gazetteer places), storage through
+``SheetStore`` (pre-rendered OAI formats, set memberships), duplicate clusters,
+checkpoints -- ``--workers`` sources at a time, into a fresh hub database (SQLite, or
+PostgreSQL with ``--backend postgres``). Reported:
+
+- ``harvest``: records/s end to end, seconds, peak hub RSS;
+- ``incremental``: an incremental re-harvest of the ten nodes with no change: seconds, sheet
+  writes (rows stamped during the run: must be 0) and queue writes;
+- ``full_unchanged``: the same with the ``from`` cleared (every record sent again and compared):
+  seconds and sheet writes (must be 0);
+- ``peer``: the same ten endpoints read by a plain ``sickle`` loop (``ListRecords`` iterated
+  to the end, records parsed, nothing stored) in the same run, and the ratio hub/sickle.
+
+    python bench/hub_bench.py [--nodes 10] [--per-node 10000] [--workers 4] [--processes 1]
+                              [--backend sqlite|postgres] [--page-size N] [--no-peer] [--rebuild]
+
+Targets on the project's machine: ≥ 5,000 records/s end to end, ≤ 500 MB hub RSS, the
+unchanged incremental re-harvest of the 10 nodes in ≤ 10 s with 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import harvest_bench as hb  # noqa: E402  (the node corpus builder and server helpers)
+
+WORK = ROOT / "var" / "bench" / "hub"
+PG_URL = os.environ.get("ESSAIM_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+PG_DB = "essaim_hub_bench"
+CORPUS_VERSION = 1
+
+
+# ------------------------------------------------------------------ node corpora
+
+
+async def _templates(node: int, count: int) -> Path:
+    """``count`` generated sheets (seed = node number) imported once through the real importer."""
+    from node.db import Database
+    from node.demo import write_demo_file
+    from node.geocode import make_resolver
+    from node.importer import Importer
+    from node.mapping import load_mapping
+    from node.storage import SheetStore
+    from protocol.sheet import Partner
+
+    path = WORK / f"templates-{node}-{count}.sqlite3"
+    for stale in WORK.glob(path.name + "*"):
+        stale.unlink()
+    file = WORK / f"templates-{node}.jsonl"
+    write_demo_file(file, count, seed=1000 + node, partner=f"Réseau {node}", with_handwritten=False)
+    db = Database(f"sqlite:///{path}")
+    await db.upgrade()
+    await db.open()
+    try:
+        store = SheetStore(db, base_url=f"https://noeud-{node}.bench.example")
+        importer = Importer(
+            store,
+            load_mapping("native"),
+            partner=Partner(name=f"Réseau {node}"),
+            licence=hb.LICENCE,
+            resolver=make_resolver(),
+        )
+        report = await importer.run(file)
+        assert report.created == count, report
+    finally:
+        await db.close()
+    file.unlink()
+    return path
+
+
+def node_corpus(node: int, size: int, templates: int, rebuild: bool) -> Path:
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / f"node-{node}-{size}.sqlite3"
+    if not rebuild and path.exists() and _marked(path, size):
+        return path
+    rows = hb._read_templates(asyncio.run(_templates(node, templates)))
+    hb._build_sqlite(path, rows, size)
+    return path
+
+
+def _marked(path: Path, size: int) -> bool:
+    try:
+        conn = sqlite3.connect(path)
+        row = conn.execute("SELECT size, version FROM bench_corpus").fetchone()
+        conn.close()
+    except sqlite3.Error:
+        return False
+    return tuple(row or ()) == (size, hb.CORPUS_VERSION)
+
+
+def start_node(node: int, path: Path, port: int, page_size: int | None) -> subprocess.Popen[bytes]:
+    data_dir = WORK / f"node-{node}-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "ESSAIM_DATABASE_URL": f"sqlite:///{path}",
+        "ESSAIM_BASE_URL": f"http://127.0.0.1:{port}",
+        "ESSAIM_LOG_LEVEL": "WARNING",
+        "ESSAIM_PARTNER_NAME": f"Réseau {node}",
+    }
+    env.pop("ESSAIM_CONFIG", None)
+    if page_size:
+        env["ESSAIM_OAI_PAGE_SIZE"] = str(page_size)
+    cmd = [str(Path(sys.executable).parent / "essaim"), "node", "serve", "--data-dir", str(data_dir)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-migrate"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+# ------------------------------------------------------------------ the hub (child process)
+
+
+async def _hub_database(backend: str) -> str:
+    if backend == "sqlite":
+        path = WORK / "hub.sqlite3"
+        for stale in WORK.glob("hub.sqlite3*"):
+            stale.unlink()
+        return f"sqlite:///{path}"
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB}")
+        await conn.execute(f"CREATE DATABASE {PG_DB}")
+    finally:
+        await conn.close()
+    return PG_URL.rsplit("/", 1)[0] + f"/{PG_DB}"
+
+
+def _rss() -> dict[str, float]:
+    return hb._status(os.getpid())
+
+
+async def worker_child(db_url: str, allow: list[str], workers: int) -> dict[str, Any]:
+    """One more hub process on the same database: its scheduler claims due sources until none is left."""
+    from harvesting.hub import Hub, run_scheduler
+    from harvesting.transport import OaiTransport
+    from node.db import Database
+    from node.outbound import OutboundClient, OutboundConfig
+
+    db = Database(db_url)
+    await db.open()
+    counts: dict[str, int] = {}
+    try:
+        async with OutboundClient(OutboundConfig(allow_list=frozenset(allow), total_timeout=60.0)) as client:
+
+            def count(name: str, by: int) -> None:
+                counts[name] = counts.get(name, 0) + by
+
+            hub = Hub(db, OaiTransport(client), hub_base_url="https://hub.bench.example", count=count)
+            stop = asyncio.Event()
+
+            async def watch() -> None:
+                while True:
+                    await asyncio.sleep(0.2)
+                    left = await db.fetchone(
+                        "SELECT COUNT(*) AS n FROM harvest_source WHERE last_run IS NULL OR running_by IS NOT NULL"
+                    )
+                    if left and int(left["n"]) == 0:
+                        stop.set()
+                        return
+
+            watcher = asyncio.create_task(watch())
+            await run_scheduler(hub, workers=workers, poll=0.05, stop=stop)
+            await watcher
+    finally:
+        await db.close()
+    return {
+        "runs": counts.get("harvest_runs_total", 0),
+        "added": counts.get("harvest_added_total", 0),
+        "peak_rss_mib": round(_rss()["VmHWM"], 1),
+    }
+
+
+async def _spawn_workers(db_url: str, allow: list[str], workers: int, processes: int) -> list[dict[str, Any]]:
+    spec = json.dumps({"db": db_url, "allow": allow, "workers": workers})
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--worker-child", spec, cwd=ROOT, stdout=subprocess.PIPE
+        )
+        for _ in range(processes)
+    ]
+    outs = [(await p.communicate())[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError("a hub worker process failed")
+    return [json.loads(o.decode().strip().splitlines()[-1]) for o in outs]
+
+
+async def hub_child(urls: list[str], backend: str, workers: int, expected: int, processes: int = 1) -> dict[str, Any]:
+    from harvesting.hub import Hub
+    from harvesting.transport import OaiTransport
+    from node.db import Database
+    from node.outbound import OutboundClient, OutboundConfig
+
+    url = await _hub_database(backend)
+    db = Database(url)
+    await db.upgrade()
+    await db.open()
+    allow = frozenset(u.split("/")[2] for u in urls)
+    out: dict[str, Any] = {"backend": backend, "workers": workers, "processes": processes, "sources": len(urls)}
+    try:
+        async with OutboundClient(OutboundConfig(allow_list=allow, total_timeout=60.0)) as client:
+            hub = Hub(db, OaiTransport(client), hub_base_url="https://hub.bench.example")
+            keys = [str((await hub.register(u))["key"]) for u in urls]
+            gate = asyncio.Semaphore(workers)
+
+            async def one(key: str) -> Any:
+                async with gate:
+                    return await hub.harvest_now(key)
+
+            async def everything() -> tuple[float, list[Any]]:
+                started = time.perf_counter()
+                results = await asyncio.gather(*(one(k) for k in keys))
+                return time.perf_counter() - started, results
+
+            idle = _rss()["VmRSS"]
+            if processes > 1:
+                # Scale-out: that many hub processes share the database, each claiming due sources.
+                started = time.perf_counter()
+                reports = await _spawn_workers(url, sorted(allow), workers, processes)
+                seconds = time.perf_counter() - started
+                added = sum(r["added"] for r in reports)
+                rows = await db.fetch("SELECT last_error FROM harvest_source WHERE last_error IS NOT NULL")
+                errors = [str(r["last_error"]) for r in rows]
+                worker_rss = max(r["peak_rss_mib"] for r in reports)
+                results = []
+            else:
+                seconds, results = await everything()
+                added = sum(r.added for r in results)
+                errors = [e for r in results for e in r.errors]
+                worker_rss = 0.0
+            live = await db.fetchone("SELECT COUNT(*) AS n FROM sheet WHERE deleted = ?", [False])
+            clustered = await db.fetchone("SELECT COUNT(*) AS n FROM hub_sheet_match WHERE cluster IS NOT NULL")
+            out["harvest"] = {
+                "records": added,
+                "expected": expected,
+                "stored_live": int(live["n"]) if live else 0,
+                "errors": errors[:5],
+                "pages": sum(r.pages for r in results) if results else None,
+                "seconds": round(seconds, 2),
+                "records_per_s": round(added / seconds),
+                "sheets_in_duplicate_clusters": int(clustered["n"]) if clustered else 0,
+                "idle_rss_mib": round(idle, 1),
+                "peak_rss_mib": round(max(_rss()["VmHWM"], worker_rss), 1),
+            }
+
+            async def unchanged(label: str) -> None:
+                await asyncio.sleep(1.1 - time.time() % 1)  # writes of this run get stamps ≥ since
+                since = int(time.time())
+                seconds, results = await everything()
+                written = await db.fetchone("SELECT COUNT(*) AS n FROM sheet WHERE stamp >= ?", [since])
+                queued = await db.fetchone("SELECT COUNT(*) AS n FROM hub_unmapped_tag WHERE last_seen >= ?", [since])
+                out[label] = {
+                    "seconds": round(seconds, 2),
+                    "records_received": sum(r.added + r.updated + r.unchanged + r.deleted for r in results),
+                    "sheet_writes": int(written["n"]) if written else -1,
+                    "queue_writes": int(queued["n"]) if queued else -1,
+                    "changes_reported": sum(r.added + r.updated + r.deleted for r in results),
+                    "errors": [e for r in results for e in r.errors][:5],
+                    "peak_rss_mib": round(_rss()["VmHWM"], 1),
+                }
+
+            await unchanged("incremental")
+            await db.execute("UPDATE harvest_state SET next_from = NULL")
+            await unchanged("full_unchanged")
+    finally:
+        await db.close()
+    return out
+
+
+# ------------------------------------------------------------------ the peer: a plain sickle loop (child process)
+
+
+def sickle_child(urls: list[str]) -> dict[str, Any]:
+    from sickle import Sickle
+
+    started = time.perf_counter()
+    records = 0
+    for url in urls:
+        for _record in Sickle(url, timeout=60).ListRecords(metadataPrefix="essaim", ignore_deleted=False):
+            records += 1
+    seconds = time.perf_counter() - started
+    return {
+        "records": records,
+        "seconds": round(seconds, 2),
+        "records_per_s": round(records / seconds),
+        "peak_rss_mib": round(_rss()["VmHWM"], 1),
+    }
+
+
+def _child(*argv: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, *argv], cwd=ROOT, capture_output=True, text=True, check=False)
+    if os.environ.get("ESSAIM_BENCH_PROFILE"):
+        print(proc.stderr[-20000:], file=sys.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {argv[0]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--per-node", type=int, default=10_000)
+    parser.add_argument("--templates", type=int, default=1000, help="distinct generated sheets per node")
+    parser.add_argument("--workers", type=int, default=4, help="sources harvested at once by a hub process")
+    parser.add_argument("--processes", type=int, default=1, help="hub processes sharing the database")
+    parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
+    parser.add_argument("--page-size", type=int, help="ESSAIM_OAI_PAGE_SIZE of the nodes (default: theirs)")
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--hub-child", help=argparse.SUPPRESS)
+    parser.add_argument("--sickle-child", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hub_child:
+        spec = json.loads(args.hub_child)
+        work = hub_child(spec["urls"], spec["backend"], spec["workers"], spec["expected"], spec["processes"])
+        if os.environ.get("ESSAIM_BENCH_PROFILE"):  # where the hub's time goes, on stderr
+            import cProfile
+            import pstats
+
+            profile = cProfile.Profile()
+            result = profile.runcall(asyncio.run, work)
+            order = os.environ.get("ESSAIM_BENCH_PROFILE_SORT", "cumulative")
+            pstats.Stats(profile, stream=sys.stderr).sort_stats(order).print_stats(45)
+        else:
+            result = asyncio.run(work)
+        print(json.dumps(result))
+        return 0
+    if args.worker_child:
+        spec = json.loads(args.worker_child)
+        print(json.dumps(asyncio.run(worker_child(spec["db"], spec["allow"], spec["workers"]))))
+        return 0
+    if args.sickle_child:
+        print(json.dumps(sickle_child(json.loads(args.sickle_child))))
+        return 0
+
+    if args.backend == "postgres" and (why := hb._pg_available()):
+        print(f"PostgreSQL unavailable: {why}")
+        return 1
+    started = time.perf_counter()
+    paths = [node_corpus(n, args.per_node, args.templates, args.rebuild) for n in range(1, args.nodes + 1)]
+    print(f"node corpora ready in {time.perf_counter() - started:.0f} s", flush=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    urls = []
+    try:
+        for n, path in enumerate(paths, start=1):
+            port = hb._free_port()
+            procs.append(start_node(n, path, port, args.page_size))
+            urls.append(f"http://127.0.0.1:{port}/oai")
+        for url, proc in zip(urls, procs, strict=True):
+            asyncio.run(hb._wait_ready(url, proc))
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start", flush=True)
+        expected = args.nodes * args.per_node
+        spec = {
+            "urls": urls,
+            "backend": args.backend,
+            "workers": args.workers,
+            "expected": expected,
+            "processes": args.processes,
+        }
+        ours = _child("--hub-child", json.dumps(spec))
+        ours["nodes"] = args.nodes
+        ours["per_node"] = args.per_node
+        print(json.dumps({"bench": "hub", **ours}), flush=True)
+        result: dict[str, Any] = {"bench": "hub", **ours}
+        if not args.no_peer:
+            theirs = _child("--sickle-child", json.dumps(urls))
+            theirs["ratio_hub_to_sickle"] = round(ours["harvest"]["records_per_s"] / theirs["records_per_s"], 2)
+            print(json.dumps({"bench": "hub-peer-sickle", **theirs}), flush=True)
+            result["peer"] = theirs
+        node_rss = [hb._status(p.pid)["VmHWM"] for p in procs]
+        print(json.dumps({"bench": "hub-nodes", "peak_rss_mib_max": round(max(node_rss), 1)}), flush=True)
+        print(f"load average {os.getloadavg()[0]:.2f} at end")
+        results = ROOT / "bench" / "results"
+        results.mkdir(exist_ok=True)
+        (results / "hub.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    finally:
+        for proc in procs:
+            hb._stop(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
