@@ -1,0 +1,133 @@
+"""``setup_web``: the hub's front mounted on the node app by the shell (``essaim/app.py``, role hub).
+
+Pages read the index through ``app[search.service.SEARCH]`` and the stored sheets
+through ``app[NODE]``; nothing here writes. Static files are the front's own
+(``web/static``) and the npm packages installed by ``./run setup`` (Leaflet and its
+cluster plugin), served by the hub itself, never from a CDN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from essaim.settings import Settings
+from node.outbound import OutboundClient, OutboundConfig
+from search.errors import SearchError
+from search.service import SEARCH, SearchService
+from web.i18n import COOKIE, LANGUAGES
+from web.render import Renderer
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = Path(__file__).resolve().parent / "static"
+# npm package → (folder under node_modules served, URL prefix)
+VENDOR = {
+    "leaflet": ("leaflet/dist", "/web/vendor/leaflet/"),
+    "markercluster": ("leaflet.markercluster/dist", "/web/vendor/markercluster/"),
+}
+
+
+@dataclass
+class Front:
+    """What the front's handlers share (``app[FRONT]``)."""
+
+    settings: Settings
+    renderer: Renderer
+    vendor: bool  # Leaflet is installed: the map pages load it
+    outbound: OutboundClient | None = None
+
+    @property
+    def site_name(self) -> str:
+        return self.settings.web.site_name or self.settings.partner.name
+
+
+FRONT = web.AppKey("web_front", Front)
+
+
+def assets_dir(settings: Settings) -> Path:
+    return Path(settings.web.assets_dir) if settings.web.assets_dir else ROOT / "node_modules"
+
+
+def setup_web(app: web.Application, settings: Settings, outbound: OutboundConfig | None = None) -> None:
+    """Add the front's routes and static files; call it before the node's public routes."""
+    from web import boards, browse, dashboards, exports, search_pages, sheet_page
+
+    modules = assets_dir(settings)
+    vendor = all((modules / folder).is_dir() for folder, _ in VENDOR.values())
+    renderer = Renderer()
+    front = Front(settings=settings, renderer=renderer, vendor=vendor)
+    renderer.shared.update(
+        site_name=front.site_name,
+        vendor=vendor,
+        tile_url=settings.web.tile_url,
+        tile_attribution=settings.web.tile_attribution,
+        base_url=settings.base_url,
+        sheet_href=lambda uri: sheet_href(settings.base_url, uri),
+    )
+    app[FRONT] = front
+
+    if outbound is not None:
+
+        async def client(app: web.Application) -> AsyncIterator[None]:
+            front.outbound = OutboundClient(outbound)
+            yield
+            await front.outbound.close()
+
+        app.cleanup_ctx.append(client)
+
+    for module in (search_pages, sheet_page, browse, boards, dashboards, exports):
+        app.add_routes(module.routes)
+    app.router.add_get("/langue", switch_language)
+    app.router.add_static("/web/static/", STATIC, name="web_static")
+    if vendor:
+        for name, (folder, prefix) in VENDOR.items():
+            app.router.add_static(prefix, modules / folder, name=f"vendor_{name}")
+
+
+def sheet_href(base_url: str, uri: str) -> str:
+    """The link to a sheet page: its path when the sheet lives here (every harvested sheet does)."""
+    base = base_url.rstrip("/")
+    return uri[len(base) :] if uri.startswith(base + "/sheets/") else uri
+
+
+def local_target(value: str | None, default: str = "/") -> str:
+    """A redirect target on this site only (a path, never ``//host`` or a scheme)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return default
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return default
+    return value
+
+
+async def switch_language(request: web.Request) -> web.StreamResponse:
+    lang = request.query.get("l", "")
+    if lang not in LANGUAGES:
+        raise web.HTTPBadRequest(text=f"unknown language {lang!r}: use one of {', '.join(LANGUAGES)}")
+    response = web.HTTPSeeOther(local_target(request.query.get("next")))
+    response.set_cookie(COOKIE, lang, max_age=365 * 86400, samesite="Lax", httponly=True, path="/")
+    raise response
+
+
+class IndexMissing(SearchError):
+    """The hub runs without a search index (``app[SEARCH]`` is not set): pages say so with a 503."""
+
+
+def search_service(request: web.Request) -> SearchService:
+    service = request.app.get(SEARCH)
+    if service is None:
+        raise IndexMissing("this hub has no search index configured")
+    return service
+
+
+def front(request: web.Request) -> Front:
+    return request.app[FRONT]
+
+
+def page(request: web.Request, name: str, context: dict[str, Any], *, status: int = 200) -> web.Response:
+    return request.app[FRONT].renderer.page(request, name, context, status=status)
