@@ -69,6 +69,8 @@ def setup_web(app: web.Application, settings: Settings, outbound: OutboundConfig
         base_url=settings.base_url,
         sheet_href=lambda uri: sheet_href(settings.base_url, uri),
     )
+    for env in renderer.envs.values():  # globals: imported macros see them too
+        env.globals.update(renderer.shared)
     app[FRONT] = front
 
     if outbound is not None:

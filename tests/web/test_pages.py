@@ -76,3 +76,13 @@ async def test_output_is_escaped(hub: Hub) -> None:
     assert '<script>alert("x")' not in text and "<script>alert(2)" not in text and "onclick" not in text
     assert "<img src=x" not in text  # in the JSON-LD block too, where "<" is written \u003c
     assert "<strong>gras</strong>" in text  # the partner's harmless HTML is kept
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/partenaires", "/partenaires/bretagne", "/themes", "/themes/ENV", "/territoires", "/territoires/region/53",
+     "/territoires/departement/35", "/besoins-offres", "/tableaux-de-bord", "/carte"],
+)  # fmt: skip
+async def test_page_renders(hub: Hub, path: str) -> None:
+    status, text, _ = await get(hub, path)
+    assert status == 200, text[-3000:]
