@@ -9,7 +9,7 @@ cluster plugin), served by the hub itself, never from a CDN.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ class Front:
     renderer: Renderer
     vendor: bool  # Leaflet is installed: the map pages load it
     outbound: OutboundClient | None = None
+    cache: dict[str, Any] = field(default_factory=dict)  # short-lived figures (dashboards)
 
     @property
     def site_name(self) -> str:

@@ -64,14 +64,9 @@ async def board(request: web.Request) -> web.Response:
         sheet = stored.get(hit["document"]["uri"])
         if sheet is None:
             continue
-        matches = [
-            m for m in sheet.matches if m.status is MatchStatus.OPEN and (not chosen or m.kind.value in chosen)
-        ]
+        matches = [m for m in sheet.matches if m.status is MatchStatus.OPEN and (not chosen or m.kind.value in chosen)]
         items.append({"sheet": sheet, "doc": hit["document"], "matches": matches})
     ctx = context(state, result, "/besoins-offres")
     ctx["panels"] = [p for p in ctx["panels"] if p["name"] in BOARD_FACETS]
     ctx["items"] = items
     return page(request, "board.html", ctx)
-
-
-

@@ -24,7 +24,9 @@ def counts(result: dict[str, Any], facet: str) -> dict[str, int]:
     return {c["value"]: c["count"] for c in result["facets"].get(facet, [])}
 
 
-async def overview(request: web.Request, filters: dict[str, tuple[str, ...]], facets: tuple[str, ...]) -> dict[str, Any]:
+async def overview(
+    request: web.Request, filters: dict[str, tuple[str, ...]], facets: tuple[str, ...]
+) -> dict[str, Any]:
     """The newest sheets matching ``filters`` and the counts of ``facets`` over all of them."""
     query = SearchQuery(filters=filters, sort="date", per_page=LATEST, facets=facets, max_facet_values=100)
     return await search_service(request).search(query)
@@ -96,14 +98,15 @@ async def partner(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     ctx = request.app[NODE]
     source = await ctx.db.fetchone(
-        "SELECT key, name, base_url, kind, prefix, enabled, interval, last_run, next_run, last_stats, last_error, created"
-        " FROM harvest_source WHERE key = ?",
+        "SELECT key, name, base_url, kind, prefix, enabled, interval, last_run, next_run, last_stats, last_error,"
+        " created FROM harvest_source WHERE key = ?",
         [key],
     )
     if source is None:
         return page(request, "error.html", {"status": 404, "message": None}, status=404)
     state = await ctx.db.fetchone(
-        "SELECT last_complete, last_error, last_error_at FROM harvest_state WHERE source = ? ORDER BY updated DESC LIMIT 1",
+        "SELECT last_complete, last_error, last_error_at FROM harvest_state WHERE source = ?"
+        " ORDER BY updated DESC LIMIT 1",
         [key],
     )
     name = await partner_name(request, key, source["name"] or key)
@@ -155,7 +158,10 @@ async def theme(request: web.Request) -> web.Response:
         {
             "code": code,
             "result": result,
-            "subthemes": [(t.code, subs.get(t.code, 0), search_link({"themes": (code,), "subthemes": (t.code,)})) for t in tax.subthemes_of(code)],
+            "subthemes": [
+                (t.code, subs.get(t.code, 0), search_link({"themes": (code,), "subthemes": (t.code,)}))
+                for t in tax.subthemes_of(code)
+            ],
             "regions": sorted(counts(result, "region").items(), key=lambda kv: -kv[1]),
             "partners": sorted(counts(result, "partner").items(), key=lambda kv: -kv[1]),
             "search": search_link({"themes": (code,)}),

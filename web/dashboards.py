@@ -23,7 +23,7 @@ from aiohttp import web
 from protocol.taxonomy import default_taxonomy
 from search.errors import SearchError
 from search.query import SearchQuery
-from web.app import page, search_service
+from web.app import front, page, search_service
 from web.labels import gazetteer, labeller
 from web.render import language
 from web.search_pages import unavailable
@@ -32,7 +32,6 @@ routes = web.RouteTableDef()
 CACHE_SECONDS = 60.0
 FIRST_YEAR = 2010
 CHARTS = ("themes-regions", "years", "partners", "departements")
-_CACHE = web.AppKey("dashboard_cache", dict)
 
 
 async def _count(request: web.Request, **kw: Any) -> dict[str, Any]:
@@ -44,10 +43,18 @@ async def themes_regions(request: web.Request) -> dict[str, Any]:
     results = await asyncio.gather(
         *(_count(request, filters={"themes": (c,)}, facets=("region",), max_facet_values=100) for c in codes)
     )
-    rows = {c: {v["value"]: v["count"] for v in r["facets"].get("region", [])} for c, r in zip(codes, results, strict=True)}
+    rows = {
+        c: {v["value"]: v["count"] for v in r["facets"].get("region", [])} for c, r in zip(codes, results, strict=True)
+    }
     regions = sorted({reg for row in rows.values() for reg in row}, key=lambda r: gazetteer().region_name(r) or r)
     top = max((n for row in rows.values() for n in row.values()), default=0)
-    return {"themes": codes, "regions": regions, "rows": rows, "max": top, "totals": {c: r["found"] for c, r in zip(codes, results, strict=True)}}
+    return {
+        "themes": codes,
+        "regions": regions,
+        "rows": rows,
+        "max": top,
+        "totals": {c: r["found"] for c, r in zip(codes, results, strict=True)},
+    }
 
 
 async def years(request: web.Request) -> dict[str, Any]:
@@ -128,9 +135,7 @@ BUILDERS: dict[str, Callable[[web.Request], Awaitable[dict[str, Any]]]] = {
 
 
 async def figures(request: web.Request, chart: str) -> dict[str, Any]:
-    cache = request.app.get(_CACHE)
-    if cache is None:
-        cache = request.app[_CACHE] = {}
+    cache = front(request).cache
     hit = cache.get(chart)
     if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
         return hit[1]

@@ -152,8 +152,18 @@ async def export(request: web.Request) -> web.StreamResponse:
         writer.writerow(CSV_COLUMNS)
         for r in records:
             prov = r["provenance"]
-            flat = {**r, "harvested_from": prov["harvested_from"], "original_id": prov["original_id"], "harvest_date": prov["harvest_date"]}
-            writer.writerow(["|".join(v) if isinstance(v, list) else ("" if v is None else v) for v in (flat[c] for c in CSV_COLUMNS)])
+            flat = {
+                **r,
+                "harvested_from": prov["harvested_from"],
+                "original_id": prov["original_id"],
+                "harvest_date": prov["harvest_date"],
+            }
+            writer.writerow(
+                [
+                    "|".join(v) if isinstance(v, list) else ("" if v is None else v)
+                    for v in (flat[c] for c in CSV_COLUMNS)
+                ]
+            )
         headers["Content-Disposition"] = 'attachment; filename="essaim-recherche.csv"'
         headers["X-Truncated"] = "true" if meta["truncated"] else "false"
         return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8", headers=headers)
@@ -167,7 +177,6 @@ def _dumps(value: Any) -> str:
 
 
 def atom(request: web.Request, state: State, items: list[dict[str, Any]], meta: dict[str, Any]) -> bytes:
-    settings = front(request).settings
     label = labeller(language(request)).label
     E = lambda tag: etree.QName(ATOM, tag)  # noqa: E731
     feed = etree.Element(E("feed"), nsmap={None: ATOM})

@@ -9,6 +9,7 @@ from functools import cache
 from node.geo.gazetteer import Gazetteer
 from protocol.taxonomy import Taxonomy, default_taxonomy
 
+
 def N_(message: str) -> str:
     """Marks a message for extraction; it is translated where it is shown."""
     return message

@@ -122,7 +122,7 @@ async def results_fragment(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=str(exc)) from None
     except SearchError:
         raise web.HTTPServiceUnavailable(text="search unavailable") from None
-    path = request.query.get("view") == "map" and "/carte" or "/recherche"
+    path = "/carte" if request.query.get("view") == "map" else "/recherche"
     html = front(request).renderer.text(request, "_results.html", context(state, result, path))
     return web.Response(text=html, content_type="text/html")
 

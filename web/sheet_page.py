@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from yarl import URL
 
 from node.context import NODE
 from node.outbound import OutboundError
@@ -36,7 +37,11 @@ def json_ld(sheet: Sheet, permalink: str, lang: str) -> dict[str, Any]:
         "name": sheet.title,
         "inLanguage": sheet.language,
         "license": sheet.licence,
-        "publisher": {"@type": "Organization", "name": sheet.partner.name, **({"url": sheet.partner.url} if sheet.partner.url else {})},
+        "publisher": {
+            "@type": "Organization",
+            "name": sheet.partner.name,
+            **({"url": sheet.partner.url} if sheet.partner.url else {}),
+        },
         "keywords": [label("themes", t) for t in sheet.themes] + [label("subthemes", t) for t in sheet.subthemes],
     }
     if sheet.summary:
@@ -107,7 +112,9 @@ async def sheet_view(request: web.Request) -> web.Response:
         also = []  # the page still shows the sheet when the index is down
     settings = front(request).settings
     point = next(((p.lat, p.lon) for p in sheet.places if p.lat is not None and p.lon is not None), None)
-    partner_actor = sheet.partner.id if sheet.partner.id and sheet.partner.id.startswith(("https://", "http://")) else None
+    partner_actor = (
+        sheet.partner.id if sheet.partner.id and sheet.partner.id.startswith(("https://", "http://")) else None
+    )
     host = urlsplit(settings.base_url).netloc
     context = {
         "s": sheet,
@@ -132,7 +139,12 @@ async def remote_follow(request: web.Request) -> web.StreamResponse:
     renderer = front(request).renderer
     match = HANDLE.match(handle)
     if not target.startswith(("https://", "http://")) or len(target) > 512:
-        return page(request, "error.html", {"status": 400, "message": renderer.gettext(request, "Compte à suivre invalide.")}, status=400)
+        return page(
+            request,
+            "error.html",
+            {"status": 400, "message": renderer.gettext(request, "Compte à suivre invalide.")},
+            status=400,
+        )
     if match is None:
         message = renderer.gettext(request, "Donnez votre compte sous la forme @nom@instance.example.")
         return page(request, "error.html", {"status": 400, "message": message}, status=400)
@@ -158,9 +170,11 @@ async def remote_follow(request: web.Request) -> web.StreamResponse:
     except (OutboundError, ValueError, AttributeError):
         template = None
     if not template or "{uri}" not in template or not template.startswith(("https://", "http://")):
-        message = renderer.gettext(request, "Votre instance ne propose pas le suivi à distance : cherchez ce compte depuis votre instance :")
+        message = renderer.gettext(
+            request, "Votre instance ne propose pas le suivi à distance : cherchez ce compte depuis votre instance :"
+        )
         return page(request, "error.html", {"status": 400, "message": f"{message} {target}"}, status=502)
-    raise web.HTTPSeeOther(template.replace("{uri}", quote(target, safe="")))
+    raise web.HTTPSeeOther(URL(template.replace("{uri}", quote(target, safe="")), encoded=True))
 
 
 @routes.get("/carte/departements.json")

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from multidict import MultiDict, MultiDictProxy
+from multidict import MultiDictProxy
 
 from search.errors import FilterError, QueryError
 from search.query import SearchQuery
@@ -68,11 +68,12 @@ class State:
         return urlencode(self.params)
 
 
-def clean_params(query: Mapping[str, str] | MultiDictProxy[str], *, allowed: Iterable[str] = ()) -> list[tuple[str, str]]:
+def clean_params(
+    query: Mapping[str, str] | MultiDictProxy[str], *, allowed: Iterable[str] = ()
+) -> list[tuple[str, str]]:
     """The request's parameters without the pages' own and without empty values (as HTML forms send them)."""
     keep = set(allowed)
-    items = query.items() if isinstance(query, MultiDictProxy | MultiDict) else query.items()
-    return [(k, v.strip()) for k, v in items if (k not in PAGE_PARAMS or k in keep) and v.strip()]
+    return [(k, v.strip()) for k, v in query.items() if (k not in PAGE_PARAMS or k in keep) and v.strip()]
 
 
 def parse_state(query: Mapping[str, str] | MultiDictProxy[str], **defaults: object) -> State:

@@ -70,8 +70,50 @@ async def typesense(tmp_path_factory: pytest.TempPathFactory):
     await server.stop()
 
 
+@dataclass
+class Fediverse:
+    """A small real instance on loopback: WebFinger with a remote-follow (subscribe) template."""
+
+    host: str
+    looked_up: list[str]
+
+
 @pytest_asyncio.fixture(scope="package", loop_scope="package")
-async def hub(typesense, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hub]:
+async def fediverse() -> AsyncIterator[Fediverse]:
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    seen: list[str] = []
+
+    async def webfinger(request: web.Request) -> web.Response:
+        resource = request.query.get("resource", "")
+        seen.append(resource)
+        if resource != f"acct:alice@{host}":
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response(
+            {
+                "subject": resource,
+                "links": [
+                    {"rel": "self", "type": "application/activity+json", "href": f"http://{host}/users/alice"},
+                    {
+                        "rel": "http://ostatus.org/schema/1.0/subscribe",
+                        "template": f"http://{host}/authorize_interaction?uri={{uri}}",
+                    },
+                ],
+            },
+            content_type="application/jrd+json",
+        )
+
+    app = web.Application()
+    app.router.add_get("/.well-known/webfinger", webfinger)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield Fediverse(host=host, looked_up=seen)
+    await runner.cleanup()
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
+async def hub(typesense, fediverse: Fediverse, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hub]:
     port = free_port()
     data = tmp_path_factory.mktemp("web-hub")
     settings = load_settings(
@@ -88,6 +130,7 @@ async def hub(typesense, tmp_path_factory: pytest.TempPathFactory) -> AsyncItera
     settings.partner.username = "hub"
     settings.hub.scheduler = False
     settings.federation.enabled = False
+    settings.outbound.allow = [fediverse.host]
     app = build_app(settings)
     client = SearchClient(typesense.nodes)
     app[SEARCH] = SearchService(client)
@@ -104,16 +147,36 @@ async def hub(typesense, tmp_path_factory: pytest.TempPathFactory) -> AsyncItera
             "INSERT INTO harvest_source (key, base_url, kind, prefix, set_spec, name, granularity, interval, enabled,"
             " next_run, last_run, last_stats, last_error, claimed_until, created)"
             " VALUES (?, ?, 'essaim', 'essaim', '', ?, 'seconds', 3600, ?, 0, ?, ?, ?, 0, 0)",
-            [key, base, name, True, 1_760_000_000, '{"pages": 3, "added": 80, "rejected": 0}',
-             "HTTP 503 from the provider" if n == 2 else None],
+            [
+                key,
+                base,
+                name,
+                True,
+                1_760_000_000,
+                '{"pages": 3, "added": 80, "rejected": 0}',
+                "HTTP 503 from the provider" if n == 2 else None,
+            ],
         )
         by_source[key] = partner_sheets(key, name, PER_PARTNER, seed=7 * (n + 1))
     for key, sheet in special_sheets():
         by_source[key].append(sheet)
     for key, items in by_source.items():
         store = SheetStore(ctx.db, base_url=settings.base_url, source=key, hub=True)
+        base = next(b for k, _, b in PARTNERS if k == key)
         async with ctx.db.transaction() as tx:
             await store.upsert_many(items, tx=tx)
+            await store.set_provenance(
+                {
+                    s.local_id: {
+                        "baseURL": base,
+                        "identifier": f"oai:{key}.example:{s.local_id}",
+                        "sheetId": f"https://{key}.example/sheets/{s.local_id}",
+                        "harvestDate": "2026-11-30T12:00:00Z",
+                    }
+                    for s in items
+                },
+                tx=tx,
+            )
         async for sheet in store.iter_sheets():
             stored[sheet.id] = sheet
             sources[sheet.id] = key

@@ -23,7 +23,11 @@ def partner_sheets(key: str, name: str, count: int, seed: int) -> list[Sheet]:
     gaz = Gazetteer.default()
     out = []
     for data in generate(count, seed=seed, prefix=key):
-        data = {**data, "id": f"https://{key}.example/sheets/{data['local_id']}", "partner": {"name": name, "id": f"https://{key}.example/actor"}}
+        data = {
+            **data,
+            "id": f"https://{key}.example/sheets/{data['local_id']}",
+            "partner": {"name": name, "id": f"https://{key}.example/actor"},
+        }
         sheet = replace(sheet_from_dict(data), id="")  # the hub mints its own URI
         places = tuple(gaz.resolve_place(p) for p in sheet.places)
         out.append(replace(sheet, places=places))

@@ -16,7 +16,7 @@ import pytest_asyncio
 from tests.web.conftest import ARTIFACTS, Hub
 from tests.web.corpus import SHARED_TITLE
 
-pytestmark = pytest.mark.asyncio(loop_scope="package")
+pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.browser]
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 
 
@@ -42,9 +42,8 @@ async def axe(page) -> list[dict]:
     if not AXE.exists():
         pytest.skip(f"axe-core is not installed at {AXE} (./run setup runs npm ci)")
     await page.add_script_tag(path=str(AXE))
-    result = await page.evaluate(
-        "async () => await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
-    )
+    tags = "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']"
+    result = await page.evaluate(f"async () => await axe.run(document, {{runOnly: {{type: 'tag', values: {tags}}}}})")
     return [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
 
 

@@ -86,3 +86,111 @@ async def test_output_is_escaped(hub: Hub) -> None:
 async def test_page_renders(hub: Hub, path: str) -> None:
     status, text, _ = await get(hub, path)
     assert status == 200, text[-3000:]
+
+
+async def test_exports_carry_licence_and_provenance(hub: Hub) -> None:
+    import csv
+    import io
+    import json
+
+    from lxml import etree
+
+    query = urlencode([("themes", "CON")])
+    expected = {u for u, s in hub.sheets.items() if "CON" in s.themes}
+    status, text, headers = await get(hub, f"/recherche.json?{query}")
+    assert status == 200
+    data = json.loads(text)
+    assert {i["uri"] for i in data["items"]} == expected and data["found"] == len(expected) and not data["truncated"]
+    item = data["items"][0]
+    assert item["licence"].startswith("https://") and item["provenance"]["harvested_from"].endswith("/oai")
+    assert item["provenance"]["original_id"].startswith("https://") and item["provenance"]["hub"] == hub.url
+    status, text, headers = await get(hub, f"/recherche.csv?{query}")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert {r["uri"] for r in rows} == expected and all(r["licence"] and r["harvested_from"] for r in rows)
+    status, text, headers = await get(hub, f"/recherche.geojson?{query}")
+    geo = json.loads(text)
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(expected)
+    point = next(f for f in geo["features"] if f["geometry"])
+    lon, lat = point["geometry"]["coordinates"]
+    assert 41 < lat < 52 and -6 < lon < 10  # GeoJSON order: longitude first
+    status, text, headers = await get(hub, f"/recherche.atom?{query}")
+    assert status == 200 and headers["Content-Type"].startswith("application/atom+xml")
+    feed = etree.fromstring(text.encode())
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    entries = feed.findall("a:entry", ns)
+    assert {e.findtext("a:id", namespaces=ns) for e in entries} == expected
+    assert all(e.findtext("a:rights", namespaces=ns) for e in entries)
+    assert all(e.find("a:source/a:link[@rel='via']", ns) is not None for e in entries)
+
+
+async def test_dashboard_figures_match_the_index(hub: Hub) -> None:
+    import csv
+    import io
+
+    status, text, _ = await get(hub, "/tableaux-de-bord/themes-regions.csv")
+    rows = {r["theme"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert status == 200
+    assert int(rows["ENV"]["total"]) == sum(1 for s in hub.sheets.values() if "ENV" in s.themes)
+    bretagne = "Bretagne"
+    assert int(rows["ENV"][bretagne]) == sum(
+        1 for s in hub.sheets.values() if "ENV" in s.themes and any(p.region == "53" for p in s.places)
+    )
+    status, text, _ = await get(hub, "/tableaux-de-bord/departements.csv")
+    counts = {r["departement"]: int(r["projects"]) for r in csv.DictReader(io.StringIO(text))}
+    assert counts["35"] == sum(1 for s in hub.sheets.values() if any(p.departement == "35" for p in s.places))
+    assert len(counts) == 101
+    status, text, _ = await get(hub, "/tableaux-de-bord/partners.csv")
+    assert status == 200 and PARTNERS[0][1] in text
+    status, text, _ = await get(hub, "/tableaux-de-bord/nope.csv")
+    assert status == 404
+    status, text, _ = await get(hub, "/tableaux-de-bord")
+    assert status == 200 and text.count("<table") == 4 and text.count('.csv" download') == 4
+
+
+async def test_board_lists_open_needs_and_offers(hub: Hub) -> None:
+    status, text, _ = await get(hub, "/besoins-offres?match_kinds=lieu")
+    assert status == 200
+    with_lieu = sum(1 for s in hub.sheets.values() if any(m.kind.value == "lieu" for m in s.matches))
+    assert f"{with_lieu} projet" in text
+    status, text, _ = await get(hub, "/besoins-offres?match_kinds=lieu&themes=CON")
+    assert "Une salle pour d&#39;autres ateliers" in text or "Une salle pour d'autres ateliers" in text
+    status, text, _ = await get(hub, "/besoins-offres?partner=x")
+    assert status == 400 and "partner" in text
+
+
+async def test_sheet_page_links_duplicates_and_follows(hub: Hub, fediverse) -> None:
+    uri = next(u for u, s in hub.sheets.items() if s.title == SHARED_TITLE and hub.sources[u] == "bretagne")
+    status, text, _ = await get(hub, uri.removeprefix(hub.url))
+    assert status == 200
+    assert "Aussi référencé par" in text and PARTNERS[1][1] in text  # the other partner's listing
+    assert f'<link rel="canonical" href="{uri}">' in text and 'property="og:title"' in text
+    assert '"@type": "Project"' in text
+    target = "https://bretagne.example/actor"
+    status, _, headers = await get(
+        hub, "/suivre?" + urlencode({"handle": f"@alice@{fediverse.host}", "target": target})
+    )
+    assert status == 303
+    assert (
+        headers["Location"]
+        == f"http://{fediverse.host}/authorize_interaction?uri=https%3A%2F%2Fbretagne.example%2Factor"
+    )
+    status, text, _ = await get(hub, "/suivre?" + urlencode({"handle": "not a handle", "target": target}))
+    assert status == 400 and "@nom@instance.example" in text
+    status, text, _ = await get(hub, "/suivre?" + urlencode({"handle": f"bob@{fediverse.host}", "target": target}))
+    assert status == 502 and target in text
+    status, _, _ = await get(hub, "/sheets/does-not-exist")
+    assert status == 404
+
+
+async def test_language_switch_and_no_secret_reaches_the_browser(hub: Hub) -> None:
+    status, _, headers = await get(hub, "/langue?l=en&next=//evil.example/")
+    assert status == 303 and headers["Location"] == "/" and "essaim_lang=en" in headers["Set-Cookie"]
+    status, text, _ = await get(hub, "/", Cookie="essaim_lang=en")
+    assert status == 200 and '<html lang="en">' in text and "Latest projects" in text
+    from search.service import SEARCH
+
+    key = hub.app[SEARCH].client._key
+    for path in ("/", "/recherche", "/carte", "/tableaux-de-bord", "/recherche/suggestions.json?q=re"):
+        status, text, headers = await get(hub, path)
+        assert key not in text and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
