@@ -107,6 +107,7 @@ class WebSettings:
     assets_dir: str = ""  # the npm packages (Leaflet); default: node_modules of the checkout
     per_page: int = 20  # results per search page
     site_name: str = ""  # defaults to the partner's name
+    cache_ttl: float = 10.0  # seconds a search result is reused by the pages (0: never)
 
 
 @dataclass

@@ -8,7 +8,9 @@ cluster plugin), served by the hub itself, never from a CDN.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from aiohttp import web
 from essaim.settings import Settings
 from node.outbound import OutboundClient, OutboundConfig
 from search.errors import SearchError
+from search.geo import BBox
+from search.query import SearchQuery
 from search.service import SEARCH, SearchService
 from web.i18n import COOKIE, LANGUAGES
 from web.render import Renderer
@@ -32,6 +36,38 @@ VENDOR = {
 }
 
 
+class MicroCache:
+    """Search results kept for a few seconds (``[web] cache_ttl``), least recently used evicted first.
+
+    The pages everyone opens (home, the unfiltered search, theme and territory pages) are the
+    same few index queries; answering them from memory for a few seconds keeps the index free
+    for the long tail. A result is never changed after it is stored: callers copy what they edit.
+    """
+
+    def __init__(self, ttl: float, size: int = 1024) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    async def get(self, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+        if self.ttl <= 0:
+            return await compute()
+        now = time.monotonic()
+        found = self.entries.get(key)
+        if found is not None and now - found[0] < self.ttl:
+            self.entries.move_to_end(key)
+            self.hits += 1
+            return found[1]
+        self.misses += 1
+        value = await compute()
+        self.entries[key] = (now, value)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return value
+
+
 @dataclass
 class Front:
     """What the front's handlers share (``app[FRONT]``)."""
@@ -41,6 +77,7 @@ class Front:
     vendor: bool  # Leaflet is installed: the map pages load it
     outbound: OutboundClient | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # short-lived figures (dashboards)
+    results: MicroCache = field(default_factory=lambda: MicroCache(0))
 
     @property
     def site_name(self) -> str:
@@ -61,7 +98,7 @@ def setup_web(app: web.Application, settings: Settings, outbound: OutboundConfig
     modules = assets_dir(settings)
     vendor = all((modules / folder).is_dir() for folder, _ in VENDOR.values())
     renderer = Renderer()
-    front = Front(settings=settings, renderer=renderer, vendor=vendor)
+    front = Front(settings=settings, renderer=renderer, vendor=vendor, results=MicroCache(settings.web.cache_ttl))
     renderer.shared.update(
         site_name=front.site_name,
         vendor=vendor,
@@ -126,6 +163,18 @@ def search_service(request: web.Request) -> SearchService:
     if service is None:
         raise IndexMissing("this hub has no search index configured")
     return service
+
+
+async def search(request: web.Request, query: SearchQuery) -> dict[str, Any]:
+    """``SearchService.search`` through the front's micro-cache (the result must not be modified)."""
+    service = search_service(request)
+    return await request.app[FRONT].results.get(f"search {query!r}", lambda: service.search(query))
+
+
+async def clusters(request: web.Request, box: BBox, zoom: int, query: SearchQuery) -> dict[str, Any]:
+    service = search_service(request)
+    key = f"clusters {box!r} {zoom} {query!r}"
+    return await request.app[FRONT].results.get(key, lambda: service.clusters(box, zoom, query))
 
 
 def front(request: web.Request) -> Front:

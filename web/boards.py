@@ -16,7 +16,7 @@ from node.context import NODE
 from protocol.sheet import MatchStatus, sheet_from_dict
 from protocol.taxonomy import default_taxonomy
 from search.errors import QueryError, SearchError
-from web.app import page, search_service
+from web.app import page, search
 from web.search_pages import bad_request, context, unavailable
 from web.state import parse_state
 
@@ -49,10 +49,7 @@ async def board(request: web.Request) -> web.Response:
             facets=BOARD_FACETS,
             sort="date" if state.query.sort == "relevance" and not state.query.q else state.query.sort,
         )
-        result = await search_service(request).search(query)
-        if not state.query.filters.get("match_kinds"):
-            for c in result["facets"].get("match_kinds", []):
-                c["selected"] = False
+        result = await search(request, query)
     except QueryError as exc:
         return bad_request(request, exc)
     except SearchError:

@@ -11,7 +11,7 @@ from node.context import NODE
 from protocol.taxonomy import default_taxonomy
 from search.errors import SearchError
 from search.query import SearchQuery
-from web.app import page, search_service
+from web.app import page, search
 from web.labels import gazetteer
 from web.search_pages import unavailable
 from web.state import State
@@ -29,7 +29,7 @@ async def overview(
 ) -> dict[str, Any]:
     """The newest sheets matching ``filters`` and the counts of ``facets`` over all of them."""
     query = SearchQuery(filters=filters, sort="date", per_page=LATEST, facets=facets, max_facet_values=100)
-    return await search_service(request).search(query)
+    return await search(request, query)
 
 
 def search_link(filters: dict[str, tuple[str, ...]]) -> str:

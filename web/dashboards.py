@@ -23,7 +23,7 @@ from aiohttp import web
 from protocol.taxonomy import default_taxonomy
 from search.errors import SearchError
 from search.query import SearchQuery
-from web.app import front, page, search_service
+from web.app import front, page, search
 from web.labels import gazetteer, labeller
 from web.render import language
 from web.search_pages import unavailable
@@ -35,7 +35,7 @@ CHARTS = ("themes-regions", "years", "partners", "departements")
 
 
 async def _count(request: web.Request, **kw: Any) -> dict[str, Any]:
-    return await search_service(request).search(SearchQuery(per_page=0, **kw))
+    return await search(request, SearchQuery(per_page=0, **kw))
 
 
 async def themes_regions(request: web.Request) -> dict[str, Any]:
@@ -93,30 +93,43 @@ async def departements(request: web.Request) -> dict[str, Any]:
     return {"counts": counts, "max": top, "tiles": tiles(counts, top), "bins": bins(top)}
 
 
-def bins(top: int) -> list[tuple[int, int]]:
-    """Five classes of equal width on a square-root scale (counts are very skewed)."""
-    if top <= 0:
-        return [(0, 0)]
-    edges = [0] + [math.ceil((top**0.5 * i / 5) ** 2) for i in range(1, 6)]
-    return [(edges[i] + (1 if i else 0), edges[i + 1]) for i in range(5) if edges[i + 1] >= edges[i] + (1 if i else 0)]
-
-
 def shade(n: int, top: int) -> int:
+    """Class 1..5 of a count on a square-root scale (counts are very skewed); 0 for none."""
     if n <= 0 or top <= 0:
         return 0
     return min(5, max(1, math.ceil(5 * (n / top) ** 0.5)))
 
 
+def bins(top: int) -> list[tuple[int, int, int]]:
+    """``(class, low, high)`` of the legend: exactly the counts ``shade`` puts in each class."""
+    out = []
+    for k in range(1, 6):
+        low = math.floor(((k - 1) / 5) ** 2 * top) + 1
+        high = math.floor((k / 5) ** 2 * top)
+        if low <= high:
+            out.append((k, low, high))
+    return out
+
+
+# Paris and its neighbours overlap at any readable tile size: they get an inset grid.
+INSET = {"95": (1, 0), "78": (0, 1), "92": (1, 1), "75": (2, 1), "93": (3, 1), "91": (1, 2), "94": (2, 2), "77": (3, 2)}
+INSET_ORIGIN = (455, 60)
+
+
 def tiles(counts: dict[str, int], top: int) -> list[dict[str, Any]]:
-    """Square tiles placed at each département's centre (metropolitan France), overseas ones in a row below."""
+    """Square tiles placed at each département's centre (metropolitan France), Île-de-France in an inset,
+    overseas départements in a row below."""
     gaz = gazetteer()
     out = []
     overseas = 0
     for code, n in counts.items():
         _name, _region, lat, lon = gaz.departements[code]
-        if lat is None or lon is None:
+        if code in INSET:
+            col, row = INSET[code]
+            x, y = INSET_ORIGIN[0] + col * 38, INSET_ORIGIN[1] + row * 38
+        elif lat is None or lon is None:
             continue
-        if 41 <= lat <= 52 and -6 <= lon <= 10:
+        elif 41 <= lat <= 52 and -6 <= lon <= 10:
             x = (lon + 5.5) * math.cos(math.radians(46.5)) * 52 + 10
             y = (51.5 - lat) * 52 + 10
         else:
@@ -165,7 +178,9 @@ async def dashboards(request: web.Request) -> web.Response:
         charts = dict(zip(CHARTS, await asyncio.gather(*(figures(request, c) for c in CHARTS)), strict=True))
     except SearchError:
         return unavailable(request)
-    return page(request, "dashboards.html", {"charts": charts, "first_year": FIRST_YEAR, "shade": shade})
+    return page(
+        request, "dashboards.html", {"charts": charts, "first_year": FIRST_YEAR, "shade": shade, "inset": INSET_ORIGIN}
+    )
 
 
 @routes.get("/tableaux-de-bord/{chart}.csv")

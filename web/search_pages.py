@@ -9,7 +9,8 @@ from aiohttp import web
 
 from search.errors import QueryError, SearchError
 from search.geo import BBox
-from web.app import front, page, search_service
+from web.app import clusters as clusters_of
+from web.app import front, page, search, search_service
 from web.labels import FACET_NAMES, N_
 from web.render import language
 from web.state import State, parse_state
@@ -38,7 +39,7 @@ async def run(request: web.Request, **defaults: Any) -> tuple[State, dict[str, A
         from dataclasses import replace
 
         state = State(replace(state.query, per_page=front(request).settings.web.per_page), state.params)
-    result = await search_service(request).search(state.query)
+    result = await search(request, state.query)
     return state, result
 
 
@@ -175,13 +176,15 @@ async def clusters(request: web.Request) -> web.Response:
 
         # The box is the clusters' own filter; the query keeps every other filter.
         query = replace(state.query, bbox=None, page=1)
-        found = await search_service(request).clusters(box, zoom, query)
+        cached = await clusters_of(request, box, zoom, query)
     except (QueryError, ValueError) as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     except SearchError:
         raise web.HTTPServiceUnavailable(text="search unavailable") from None
-    found["zoom"] = zoom
-    for c in found["clusters"]:
-        # Radius grows with the log of the count: readable from 1 to 100,000.
-        c["size"] = round(24 + 10 * math.log10(max(1, c["count"])))
+    # Radius grows with the log of the count: readable from 1 to 100,000 (a copy: the result is cached).
+    found = {
+        **cached,
+        "zoom": zoom,
+        "clusters": [{**c, "size": round(24 + 10 * math.log10(max(1, c["count"])))} for c in cached["clusters"]],
+    }
     return web.json_response(found)
