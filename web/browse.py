@@ -44,14 +44,18 @@ async def sources(request: web.Request) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def partner_name(request: web.Request, key: str, fallback: str) -> str:
-    """The partner name the sheets of a source carry (the index's ``partner`` facet value)."""
+async def partner_profile(request: web.Request, key: str) -> dict[str, Any]:
+    """The partner as the sheets of a source describe it (``name`` is the index's ``partner`` value)."""
     row = await request.app[NODE].db.fetchone(
         "SELECT data FROM sheet WHERE source = ? AND deleted = ? ORDER BY pk_id LIMIT 1", [key, False]
     )
     if row and row["data"]:
-        return str(json.loads(row["data"]).get("partner", {}).get("name") or fallback)
-    return fallback
+        return dict(json.loads(row["data"]).get("partner") or {})
+    return {}
+
+
+async def partner_name(request: web.Request, key: str, fallback: str) -> str:
+    return str((await partner_profile(request, key)).get("name") or fallback)
 
 
 @routes.get("/")
@@ -109,7 +113,8 @@ async def partner(request: web.Request) -> web.Response:
         " ORDER BY updated DESC LIMIT 1",
         [key],
     )
-    name = await partner_name(request, key, source["name"] or key)
+    profile = await partner_profile(request, key)
+    name = str(profile.get("name") or source["name"] or key)
     try:
         result = await overview(request, {"partner": (name,)}, ("themes", "region", "match_kinds"))
     except SearchError:
@@ -123,6 +128,7 @@ async def partner(request: web.Request) -> web.Response:
             "harvest": dict(state) if state else {},
             "stats": stats,
             "name": name,
+            "profile": profile,
             "result": result,
             "themes": sorted(counts(result, "themes").items(), key=lambda kv: -kv[1]),
             "regions": sorted(counts(result, "region").items(), key=lambda kv: -kv[1]),

@@ -194,3 +194,22 @@ async def test_language_switch_and_no_secret_reaches_the_browser(hub: Hub) -> No
     for path in ("/", "/recherche", "/carte", "/tableaux-de-bord", "/recherche/suggestions.json?q=re"):
         status, text, headers = await get(hub, path)
         assert key not in text and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+async def test_server_clusters_add_up_to_the_list(hub: Hub) -> None:
+    import json
+
+    box = "42.0,-5.5,51.5,9.9"
+    status, text, _ = await get(hub, f"/carte/clusters.json?themes=ENV&bbox={box}&zoom=6")
+    data = json.loads(text)
+    assert status == 200 and data["complete"] and data["precision"] == 3
+    placed = [s for s in hub.sheets.values() if "ENV" in s.themes and s.places and s.places[0].lat is not None]
+    inside = [s for s in placed if 42.0 <= s.places[0].lat <= 51.5 and -5.5 <= s.places[0].lon <= 9.9]
+    assert sum(c["count"] for c in data["clusters"]) == data["found"] == len(inside)
+    status, text, _ = await get(hub, f"/recherche/resultats?view=map&themes=ENV&bbox={box}")
+    assert status == 200 and text.startswith('<div id="results"') and f">{len(inside)} projets<" in text
+    assert 'href="/carte?themes=ENV&amp;bbox=' in text or len(inside) <= 20
+    status, text, _ = await get(hub, "/carte/clusters.json?zoom=6")
+    assert status == 400 and "bbox is required" in text
+    status, text, _ = await get(hub, f"/carte/clusters.json?bbox={box}&zoom=40")
+    assert status == 400 and "zoom" in text
