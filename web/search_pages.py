@@ -72,7 +72,11 @@ def facet_panels(state: State, result: dict[str, Any], path: str) -> list[dict[s
             for c in counts
         ]
         if values:
-            panels.append({"name": name, "top": values[:FACET_TOP], "more": values[FACET_TOP:], "chosen": chosen})
+            # Chosen values always show, whatever their rank; the others fill the panel up to FACET_TOP.
+            top = [v for v in values if v["selected"]]
+            top += [v for v in values if not v["selected"]][: max(0, FACET_TOP - len(top))]
+            more = [v for v in values if v not in top]
+            panels.append({"name": name, "top": top, "more": more, "chosen": chosen})
     return panels
 
 

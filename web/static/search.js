@@ -72,6 +72,10 @@
     input.addEventListener("blur", function () { setTimeout(close, 100); });
   }
 
+  // On a phone the results come first: the filters fold away (they stay open without JavaScript).
+  var box = document.getElementById("facets-box");
+  if (box && window.matchMedia && window.matchMedia("(max-width: 56rem)").matches) { box.open = false; }
+
   autoSubmit();
   Array.prototype.forEach.call(document.querySelectorAll("input[data-suggest]"), suggestions);
 })();
