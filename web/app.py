@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from essaim.settings import Settings
+from essaim.settings import Settings, SettingsError
 from node.outbound import OutboundClient, OutboundConfig
 from search.errors import SearchError
 from search.geo import BBox
-from search.query import SearchQuery
+from search.query import MAX_PER_PAGE, SearchQuery
 from search.service import SEARCH, SearchService
 from web.i18n import COOKIE, LANGUAGES
 from web.render import Renderer
@@ -95,6 +95,11 @@ def setup_web(app: web.Application, settings: Settings, outbound: OutboundConfig
     """Add the front's routes and static files; call it before the node's public routes."""
     from web import boards, browse, dashboards, exports, search_pages, sheet_page
 
+    if not 1 <= settings.web.per_page <= MAX_PER_PAGE:
+        raise SettingsError(f"web.per_page: must be between 1 and {MAX_PER_PAGE}, not {settings.web.per_page}")
+    # The CSP lets images come from this site or over https only.
+    if settings.web.tile_url and not settings.web.tile_url.startswith(("https://", "/")):
+        raise SettingsError(f"web.tile_url: must be an https:// or /path URL template, not {settings.web.tile_url!r}")
     modules = assets_dir(settings)
     vendor = all((modules / folder).is_dir() for folder, _ in VENDOR.values())
     renderer = Renderer()
