@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from essaim.settings import Settings, SettingsError
+from node.context import NODE
 from node.outbound import OutboundClient, OutboundConfig
 from search.errors import SearchError
 from search.geo import BBox
@@ -50,7 +51,9 @@ class MicroCache:
         self.entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self.hits = self.misses = 0
 
-    async def get(self, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+    async def get(
+        self, key: str, compute: Callable[[], Awaitable[Any]], count: Callable[[str], None] | None = None
+    ) -> Any:
         if self.ttl <= 0:
             return await compute()
         now = time.monotonic()
@@ -58,8 +61,12 @@ class MicroCache:
         if found is not None and now - found[0] < self.ttl:
             self.entries.move_to_end(key)
             self.hits += 1
+            if count:
+                count("web_search_cache_hits_total")
             return found[1]
         self.misses += 1
+        if count:
+            count("web_search_cache_misses_total")
         value = await compute()
         self.entries[key] = (now, value)
         self.entries.move_to_end(key)
@@ -173,7 +180,8 @@ def search_service(request: web.Request) -> SearchService:
 async def search(request: web.Request, query: SearchQuery) -> dict[str, Any]:
     """``SearchService.search`` through the front's micro-cache (the result must not be modified)."""
     service = search_service(request)
-    return await request.app[FRONT].results.get(f"search {query!r}", lambda: service.search(query))
+    counter = request.app[NODE].count if NODE in request.app else None
+    return await request.app[FRONT].results.get(f"search {query!r}", lambda: service.search(query), counter)
 
 
 async def clusters(request: web.Request, box: BBox, zoom: int, query: SearchQuery) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -16,6 +17,7 @@ from web.render import language
 from web.state import State, parse_state
 
 routes = web.RouteTableDef()
+log = logging.getLogger("essaim.web")
 
 SORTS = (("relevance", N_("Pertinence")), ("date", N_("Date")), ("rotation", N_("Rotation équitable")))
 FRANCE = BBox(41.0, -5.5, 51.5, 10.0)  # metropolitan France: the map's first view
@@ -27,6 +29,7 @@ def bad_request(request: web.Request, error: Exception) -> web.Response:
 
 
 def unavailable(request: web.Request) -> web.Response:
+    log.warning("search unavailable", extra={"event": "web.search_unavailable", "path": request.path})
     response = page(request, "error.html", {"status": 503, "message": None, "unavailable": True}, status=503)
     response.headers["Retry-After"] = "30"
     return response

@@ -22,6 +22,8 @@ COUNTER_HELP = {
     "harvest_runs_total": "Harvest runs of the hub's scheduler since the process started.",
     "harvest_failures_total": "Harvest runs that ended incomplete or with errors.",
     "harvest_added_total": "Sheets added by harvests since the process started.",
+    "web_search_cache_hits_total": "Searches of the hub's pages answered from the front's micro-cache.",
+    "web_search_cache_misses_total": "Searches of the hub's pages sent to the index.",
 }
 
 

@@ -213,3 +213,12 @@ async def test_server_clusters_add_up_to_the_list(hub: Hub) -> None:
     assert status == 400 and "bbox is required" in text
     status, text, _ = await get(hub, f"/carte/clusters.json?bbox={box}&zoom=40")
     assert status == 400 and "zoom" in text
+
+
+async def test_metrics_count_the_cache(hub: Hub) -> None:
+    await get(hub, "/themes/SAN")
+    await get(hub, "/themes/SAN")
+    status, text, _ = await get(hub, "/metrics")
+    assert status == 200
+    hits = int(re.search(r"^essaim_web_search_cache_hits_total (\d+)$", text, re.M).group(1))
+    assert hits >= 1 and "essaim_web_search_cache_misses_total" in text
