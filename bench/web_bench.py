@@ -5,7 +5,8 @@
 A real Typesense (the bundled server) holds ``count`` documents (5,000 generated sheets,
 ``node.demo.generate`` geolocated offline, replicated with fresh ids); the real hub app
 (``essaim.app.build_app``, role hub) serves ``/recherche`` over loopback to ``clients``
-concurrent aiohttp clients cycling through keyword, facet, sort and page variants.
+concurrent aiohttp clients (in a process of their own) cycling through keyword, facet, sort
+and page variants.
 Server time is measured by a middleware around the handler, once with the front's
 micro-cache off (every page asks the index) and once with it on (``[web] cache_ttl``).
 The peer in the same run is
@@ -108,6 +109,30 @@ async def load(clients: int, total: int, call) -> list[float]:
     return times
 
 
+async def clients_process(port: int, clients: int, requests: int) -> list[float]:
+    """The load generator runs in its own process, so its CPU is not the server's event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--load", str(port), str(clients), str(requests), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed with {proc.returncode}")
+    return json.loads(out)
+
+
+async def generate_load(port: int, clients: int, requests: int) -> None:
+    async with ClientSession() as session:
+
+        async def fetch(query: str) -> float:
+            t0 = time.perf_counter()
+            async with session.get(f"http://127.0.0.1:{port}/recherche?{query}") as response:
+                await response.read()
+                assert response.status == 200, (query, response.status)
+            return (time.perf_counter() - t0) * 1000
+
+        print(json.dumps(await load(clients, requests, fetch)))
+
+
 async def main(args: argparse.Namespace) -> None:
     logging.getLogger("essaim.http").setLevel(logging.ERROR)  # "slow request" lines are the point here
     work = Path(tempfile.mkdtemp(prefix="essaim-web-bench-"))
@@ -152,32 +177,23 @@ async def main(args: argparse.Namespace) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
-        async with ClientSession() as session:
-
-            async def fetch(query: str) -> float:
-                t0 = time.perf_counter()
-                async with session.get(f"http://127.0.0.1:{args.port}/recherche?{query}") as response:
-                    await response.read()
-                    assert response.status == 200, (query, response.status)
-                return (time.perf_counter() - t0) * 1000
-
-            runs = {}
-            for mode, ttl in (("uncached", 0.0), ("cached", settings.web.cache_ttl)):
-                # uncached: every page asks the index; cached: the front's micro-cache ([web] cache_ttl).
-                app[FRONT].results.ttl = ttl
-                await load(args.clients, 100, fetch)  # warm-up
-                server_times.clear()
-                hits0, misses0 = app[FRONT].results.hits, app[FRONT].results.misses
-                t0 = time.monotonic()
-                client_times = await load(args.clients, args.requests, fetch)
-                elapsed = time.monotonic() - t0
-                hits, misses = app[FRONT].results.hits - hits0, app[FRONT].results.misses - misses0
-                runs[mode] = {
-                    "server": percentiles(server_times),
-                    "client": percentiles(client_times),
-                    "pages_per_s": round(args.requests / elapsed, 1),
-                    "cache_hit_ratio": round(hits / (hits + misses), 3) if hits + misses else None,
-                }
+        runs = {}
+        for mode, ttl in (("uncached", 0.0), ("cached", settings.web.cache_ttl)):
+            # uncached: every page asks the index; cached: the front's micro-cache ([web] cache_ttl).
+            app[FRONT].results.ttl = ttl
+            await clients_process(args.port, args.clients, 100)  # warm-up
+            server_times.clear()
+            hits0, misses0 = app[FRONT].results.hits, app[FRONT].results.misses
+            t0 = time.monotonic()
+            client_times = await clients_process(args.port, args.clients, args.requests)
+            elapsed = time.monotonic() - t0
+            hits, misses = app[FRONT].results.hits - hits0, app[FRONT].results.misses - misses0
+            runs[mode] = {
+                "server": percentiles(server_times),
+                "client": percentiles(client_times),
+                "pages_per_s": round(args.requests / elapsed, 1),
+                "cache_hit_ratio": round(hits / (hits + misses), 3) if hits + misses else None,
+            }
         await runner.cleanup()
 
         from urllib.parse import parse_qsl
@@ -215,6 +231,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--load":
+        asyncio.run(generate_load(*(int(v) for v in sys.argv[2:])))
+        sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=20)
