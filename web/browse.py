@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -60,11 +61,14 @@ async def partner_name(request: web.Request, key: str, fallback: str) -> str:
 
 @routes.get("/")
 async def home(request: web.Request) -> web.Response:
+    tax = default_taxonomy()
     try:
-        result = await overview(request, {}, ("themes", "region", "partner", "match_kinds"))
+        result, matching = await asyncio.gather(
+            overview(request, {}, ("themes", "region", "partner")),
+            search(request, SearchQuery(filters={"match_kinds": tuple(tax.match_kinds)}, per_page=0, facets=())),
+        )
     except SearchError:
         return unavailable(request)
-    tax = default_taxonomy()
     themes = counts(result, "themes")
     regions = counts(result, "region")
     return page(
@@ -76,7 +80,7 @@ async def home(request: web.Request) -> web.Response:
             "themes": [(code, themes.get(code, 0)) for code in tax.themes],
             "regions": sorted(regions.items(), key=lambda kv: -kv[1]),
             "partners": len(result["facets"].get("partner", [])),
-            "matches": sum(counts(result, "match_kinds").values()),
+            "matches": matching["found"],  # sheets with at least one open need or offer
         },
     )
 

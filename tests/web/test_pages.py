@@ -222,3 +222,13 @@ async def test_metrics_count_the_cache(hub: Hub) -> None:
     assert status == 200
     hits = int(re.search(r"^essaim_web_search_cache_hits_total (\d+)$", text, re.M).group(1))
     assert hits >= 1 and "essaim_web_search_cache_misses_total" in text
+
+
+async def test_home_counts(hub: Hub) -> None:
+    from protocol.sheet import MatchStatus
+
+    status, text, _ = await get(hub, "/")
+    assert status == 200
+    open_ = sum(1 for s in hub.sheets.values() if any(m.status is MatchStatus.OPEN for m in s.matches))
+    assert f'<strong>{open_}</strong> <a href="/besoins-offres">' in text
+    assert f"<strong>{len(hub.sheets)}</strong> projets" in text and "<strong>3</strong> partenaires" in text
