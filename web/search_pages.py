@@ -70,7 +70,6 @@ def facet_panels(state: State, result: dict[str, Any], path: str) -> list[dict[s
                 "value": c["value"],
                 "count": c["count"],
                 "selected": c["value"] in chosen,
-                "href": state.toggle(path, name, c["value"]),
             }
             for c in counts
         ]

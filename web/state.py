@@ -54,12 +54,6 @@ class State:
         out += [(k, v) for k, v in add if (k, v) not in out]
         return f"{path}?{urlencode(out)}" if out else path
 
-    def toggle(self, path: str, name: str, value: str) -> str:
-        """The link of a facet value: adds it, or removes it when it is already chosen."""
-        if (name, value) in self.params:
-            return self.url(path, remove=[(name, value)])
-        return self.url(path, add=[(name, value)])
-
     def with_param(self, path: str, name: str, value: str) -> str:
         return self.url(path, remove=[(name, None)], add=[(name, value)], keep_page=name == "page")
 
