@@ -205,7 +205,15 @@ def build_app(settings: Settings, *, migrate: bool = True) -> web.Application:
         setup_search_http(app)
     app.add_routes(api.routes)
     app.add_routes(admin.routes)
-    app.add_routes(public.routes)
+    if settings.role == "hub":
+        # The hub's front (web/) serves the home page and the sheet pages; the node's
+        # other public routes (health, metrics, OpenAPI) stay.
+        from web.app import setup_web
+
+        setup_web(app, settings, outbound_config(settings))
+        app.add_routes([r for r in public.routes if getattr(r, "path", None) not in public.FRONT_PATHS])
+    else:
+        app.add_routes(public.routes)
     app.router.add_static("/static/", TEMPLATES.parent / "static", name="static")
 
     async def oai(request: web.Request) -> web.StreamResponse:

@@ -102,6 +102,18 @@ class SearchSettings:
 
 
 @dataclass
+class WebSettings:
+    """The hub's web front (``[web]``)."""
+
+    tile_url: str = ""  # e.g. "https://tiles.example.org/{z}/{x}/{y}.png"; empty: the map draws without tiles
+    tile_attribution: str = ""  # shown on the map when tiles are drawn (text, escaped)
+    assets_dir: str = ""  # the npm packages (Leaflet); default: node_modules of the checkout
+    per_page: int = 20  # results per search page
+    site_name: str = ""  # defaults to the partner's name
+    cache_ttl: float = 10.0  # seconds a search result is reused by the pages (0: never)
+
+
+@dataclass
 class Settings:
     role: str = "node"  # node | hub
     data_dir: str = "var/node"
@@ -122,6 +134,7 @@ class Settings:
     hub: HubSettings = field(default_factory=HubSettings)
     federation: FederationSettings = field(default_factory=FederationSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     config_file: str = ""  # where these settings were read from (informational)
 
     @property

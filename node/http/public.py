@@ -11,7 +11,7 @@ from aiohttp import web
 
 from node.context import NODE
 from protocol.sheet import Tombstone
-from protocol.taxonomy import default_taxonomy, fold
+from protocol.taxonomy import default_taxonomy
 
 routes = web.RouteTableDef()
 # OpenAPI fragments ({"paths", "components", "tags"}) merged into /api/openapi.json by the parts that add routes.
@@ -31,40 +31,21 @@ COUNTER_HELP = {
     "harvest_deleted_total": "Sheets turned into tombstones by harvests since the process started.",
     "harvest_rejected_total": "Records or pages rejected by harvests since the process started (see the logs).",
     "harvest_pages_total": "Pages (OAI-PMH pages, files, crawled pages) harvested since the process started.",
+    "web_search_cache_hits_total": "Searches of the hub's pages answered from the front's micro-cache.",
+    "web_search_cache_misses_total": "Searches of the hub's pages sent to the index.",
 }
+
+
+# Paths a hub's web front (``web/``) serves in place of the node's own pages.
+FRONT_PATHS = ("/", "/sheets/{key}")
 
 
 @routes.get("/")
 @aiohttp_jinja2.template("public/home.html")
 async def home(request: web.Request) -> dict[str, Any]:
     ctx = request.app[NODE]
-    if ctx.store.hub:
-        return await hub_home(request)
     total, rows = await ctx.store.search_titles(request.query.get("q", ""), limit=50)
     return {"total": total, "rows": rows, "q": request.query.get("q", "")}
-
-
-async def hub_home(request: web.Request) -> dict[str, Any]:
-    """A hub's home: the harvested sheets of every source, each with the partner it comes from."""
-    ctx = request.app[NODE]
-    text = request.query.get("q", "")
-    sources = {r["key"]: r["name"] for r in await ctx.db.fetch("SELECT key, name FROM harvest_source")}
-    counts = await ctx.db.fetch(
-        "SELECT source, COUNT(*) AS n FROM sheet WHERE deleted = ? GROUP BY source ORDER BY source", [False]
-    )
-    per_source = [{"key": r["source"], "name": sources.get(r["source"], r["source"]), "n": int(r["n"])} for r in counts]
-    total = sum(s["n"] for s in per_source)
-    needle = fold(text) if text.strip() else ""
-    rows: list[dict[str, Any]] = []
-    matched = 0
-    query = "SELECT uri, title, source FROM sheet WHERE deleted = ? ORDER BY stamp DESC, pk_id DESC"
-    for row in await ctx.db.fetch(query if needle else query + " LIMIT 50", [False]):
-        if needle and needle not in fold(str(row["title"])):
-            continue
-        matched += 1
-        if len(rows) < 50:
-            rows.append({**row, "partner": sources.get(row["source"], row["source"])})
-    return {"total": matched if needle else total, "rows": rows, "q": text, "sources": per_source, "hub": True}
 
 
 @routes.get("/sheets/{key}")

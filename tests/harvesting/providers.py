@@ -163,9 +163,13 @@ def repeated_token(token: str) -> Behaviour:
     return behaviour
 
 
-def unavailable(retry_after: str | None, status: int = 503) -> Behaviour:
+def unavailable(retry_after: str | Callable[[], str] | None, status: int = 503) -> Behaviour:
+    """A 503 (or ``status``) with ``Retry-After``; a callable is evaluated when the answer is sent
+    (an HTTP-date must be computed then, not when the test was set up)."""
+
     async def behaviour(request: web.Request, body: bytes) -> web.StreamResponse:
-        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        value = retry_after() if callable(retry_after) else retry_after
+        headers = {"Retry-After": value} if value is not None else {}
         return web.Response(status=status, text="busy", headers=headers)
 
     return behaviour

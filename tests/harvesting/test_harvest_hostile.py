@@ -137,7 +137,8 @@ async def test_fresh_tokens_forever_stop_at_max_pages(sqlite_hub: Database) -> N
 @pytest.mark.parametrize("kind", ["seconds", "http-date"])
 async def test_retry_after_is_honoured(kind: str, sqlite_hub: Database) -> None:
     provider = Scripted(sheets_pages(COUNT, PER_PAGE))
-    provider.on(2, unavailable("1" if kind == "seconds" else http_date(1.9)), times=1)
+    # An HTTP-date has whole seconds: 1.9 s from the answer is 0.9 to 1.9 s away once truncated.
+    provider.on(2, unavailable("1" if kind == "seconds" else lambda: http_date(1.9)), times=1)
     async with serve(provider.handle) as server:
         url = str(server.make_url("/oai"))
         transport = TransportConfig(max_retries=2, retry_after_cap=5.0)

@@ -4,6 +4,7 @@ and claims that never hand one source to two workers (PostgreSQL: two hub proces
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import subprocess
@@ -225,9 +226,18 @@ async def test_hub_server_runs_the_scheduler(seeded: NodeProcess, tmp_path: Path
                     break
                 await asyncio.sleep(0.1)
             assert f"essaim_harvest_added_total {COUNT}" in text and "essaim_harvest_runs_total 1" in text
+            # The hub's front shows a harvested sheet from the hub's database (the search
+            # pages need the index, which this hub does not have: they answer 503).
             async with session.get(server.make_url("/")) as response:
-                home = await response.text()
-            assert f"{COUNT} fiche(s)" in home and "nœud de test" in home
+                assert response.status == 503
+            from node.context import NODE
+
+            row = await server.app[NODE].db.fetchone("SELECT uri, title FROM sheet WHERE deleted = ? LIMIT 1", [False])
+            path = row["uri"].removeprefix(settings.base_url)
+            async with session.get(server.make_url(path)) as response:
+                page = await response.text()
+                assert response.status == 200
+            assert html.escape(row["title"], quote=False) in page and 'href="/partenaires/' in page
     finally:
         await server.close()
 

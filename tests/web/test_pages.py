@@ -1,0 +1,234 @@
+"""The server-rendered pages over HTTP, without a browser: the no-JavaScript path, escaping, errors, headers."""
+
+from __future__ import annotations
+
+import html
+import re
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+
+from tests.web.conftest import Hub
+from tests.web.corpus import PARTNERS, SHARED_TITLE, XSS_TITLE
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+
+async def get(hub: Hub, path: str, **headers: str) -> tuple[int, str, aiohttp.typedefs.LooseHeaders]:
+    async with aiohttp.ClientSession(headers={"Accept-Language": "fr", **headers}) as session:
+        async with session.get(hub.url + path, allow_redirects=False) as response:
+            return response.status, await response.text(), response.headers
+
+
+def found(text: str) -> int:
+    match = re.search(r'<p class="found" id="found">([\d\u202f\xa0 ]+) projets?</p>', text)
+    assert match, "no result count on the page"
+    return int(re.sub(r"\D", "", match.group(1)))
+
+
+async def test_search_page_filters_without_javascript(hub: Hub) -> None:
+    status, text, headers = await get(hub, "/recherche")
+    assert status == 200
+    total = found(text)
+    assert total == len(hub.sheets)
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    # A facet checkbox is a plain form field: submitting the form filters.
+    status, text, _ = await get(hub, "/recherche?" + urlencode({"themes": "ENV"}))
+    env = sum(1 for s in hub.sheets.values() if "ENV" in s.themes)
+    assert status == 200 and found(text) == env
+    assert 'name="themes" value="ENV" id="f-themes-' in text and "checked" in text
+    # Disjunctive facets: a second theme widens, a région narrows.
+    status, text, _ = await get(hub, "/recherche?" + urlencode([("themes", "ENV"), ("themes", "SOL")]))
+    assert found(text) == sum(1 for s in hub.sheets.values() if {"ENV", "SOL"} & set(s.themes))
+    status, text, _ = await get(hub, "/recherche?" + urlencode([("themes", "ENV"), ("region", "53")]))
+    expected = sum(1 for s in hub.sheets.values() if "ENV" in s.themes and any(p.region == "53" for p in s.places))
+    assert found(text) == expected
+    # The chip removing the région is a link back to the theme alone.
+    assert 'href="/recherche?themes=ENV"' in text
+
+
+async def test_keyword_sort_and_pagination(hub: Hub) -> None:
+    status, text, _ = await get(hub, "/recherche?q=repair")
+    assert status == 200 and found(text) >= 2 and html.escape(SHARED_TITLE, quote=False).split(" ")[1] in text
+    assert "<mark>" in text
+    status, text, _ = await get(hub, "/recherche?sort=date&page=2")
+    assert status == 200
+    assert 'aria-current="page">2</a>' in text
+    assert 'rel="prev"' in text and 'href="/recherche?sort=date&amp;page=3"' in text
+    status, text, _ = await get(hub, "/recherche?sort=rotation")
+    assert status == 200 and '<option value="rotation" selected>' in text
+
+
+async def test_bad_parameters_are_named(hub: Hub) -> None:
+    status, text, _ = await get(hub, "/recherche?page=zero")
+    assert status == 400 and "page must be a whole number" in text
+    status, text, _ = await get(hub, "/recherche?colour=red")
+    assert status == 400 and "colour" in text
+
+
+async def test_output_is_escaped(hub: Hub) -> None:
+    status, text, _ = await get(hub, "/recherche?" + urlencode({"q": '<script>alert("q")</script>'}))
+    assert status == 200 and '<script>alert("q")' not in text and "&lt;script&gt;" in text
+    uri = next(u for u, s in hub.sheets.items() if s.title == XSS_TITLE)
+    status, text, _ = await get(hub, uri.removeprefix(hub.url))
+    assert status == 200
+    assert '<script>alert("x")' not in text and "<script>alert(2)" not in text and "onclick" not in text
+    assert "<img src=x" not in text  # in the JSON-LD block too, where "<" is written \u003c
+    assert "<strong>gras</strong>" in text  # the partner's harmless HTML is kept
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/partenaires", "/partenaires/bretagne", "/themes", "/themes/ENV", "/territoires", "/territoires/region/53",
+     "/territoires/departement/35", "/besoins-offres", "/tableaux-de-bord", "/carte"],
+)  # fmt: skip
+async def test_page_renders(hub: Hub, path: str) -> None:
+    status, text, _ = await get(hub, path)
+    assert status == 200, text[-3000:]
+
+
+async def test_exports_carry_licence_and_provenance(hub: Hub) -> None:
+    import csv
+    import io
+    import json
+
+    from lxml import etree
+
+    query = urlencode([("themes", "CON")])
+    expected = {u for u, s in hub.sheets.items() if "CON" in s.themes}
+    status, text, headers = await get(hub, f"/recherche.json?{query}")
+    assert status == 200
+    data = json.loads(text)
+    assert {i["uri"] for i in data["items"]} == expected and data["found"] == len(expected) and not data["truncated"]
+    item = data["items"][0]
+    assert item["licence"].startswith("https://") and item["provenance"]["harvested_from"].endswith("/oai")
+    assert item["provenance"]["original_id"].startswith("https://") and item["provenance"]["hub"] == hub.url
+    status, text, headers = await get(hub, f"/recherche.csv?{query}")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert {r["uri"] for r in rows} == expected and all(r["licence"] and r["harvested_from"] for r in rows)
+    status, text, headers = await get(hub, f"/recherche.geojson?{query}")
+    geo = json.loads(text)
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(expected)
+    point = next(f for f in geo["features"] if f["geometry"])
+    lon, lat = point["geometry"]["coordinates"]
+    assert 41 < lat < 52 and -6 < lon < 10  # GeoJSON order: longitude first
+    status, text, headers = await get(hub, f"/recherche.atom?{query}")
+    assert status == 200 and headers["Content-Type"].startswith("application/atom+xml")
+    feed = etree.fromstring(text.encode())
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    entries = feed.findall("a:entry", ns)
+    assert {e.findtext("a:id", namespaces=ns) for e in entries} == expected
+    assert all(e.findtext("a:rights", namespaces=ns) for e in entries)
+    assert all(e.find("a:source/a:link[@rel='via']", ns) is not None for e in entries)
+
+
+async def test_dashboard_figures_match_the_index(hub: Hub) -> None:
+    import csv
+    import io
+
+    status, text, _ = await get(hub, "/tableaux-de-bord/themes-regions.csv")
+    rows = {r["theme"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert status == 200
+    assert int(rows["ENV"]["total"]) == sum(1 for s in hub.sheets.values() if "ENV" in s.themes)
+    bretagne = "Bretagne"
+    assert int(rows["ENV"][bretagne]) == sum(
+        1 for s in hub.sheets.values() if "ENV" in s.themes and any(p.region == "53" for p in s.places)
+    )
+    status, text, _ = await get(hub, "/tableaux-de-bord/departements.csv")
+    counts = {r["departement"]: int(r["projects"]) for r in csv.DictReader(io.StringIO(text))}
+    assert counts["35"] == sum(1 for s in hub.sheets.values() if any(p.departement == "35" for p in s.places))
+    assert len(counts) == 101
+    status, text, _ = await get(hub, "/tableaux-de-bord/partners.csv")
+    assert status == 200 and PARTNERS[0][1] in text
+    status, text, _ = await get(hub, "/tableaux-de-bord/nope.csv")
+    assert status == 404
+    status, text, _ = await get(hub, "/tableaux-de-bord")
+    assert status == 200 and text.count("<table") == 4 and text.count('.csv" download') == 4
+
+
+async def test_board_lists_open_needs_and_offers(hub: Hub) -> None:
+    status, text, _ = await get(hub, "/besoins-offres?match_kinds=lieu")
+    assert status == 200
+    with_lieu = sum(1 for s in hub.sheets.values() if any(m.kind.value == "lieu" for m in s.matches))
+    assert f"{with_lieu} projet" in text
+    status, text, _ = await get(hub, "/besoins-offres?match_kinds=lieu&themes=CON")
+    assert "Une salle pour d&#39;autres ateliers" in text or "Une salle pour d'autres ateliers" in text
+    status, text, _ = await get(hub, "/besoins-offres?partner=x")
+    assert status == 400 and "partner" in text
+
+
+async def test_sheet_page_links_duplicates_and_follows(hub: Hub, fediverse) -> None:
+    uri = next(u for u, s in hub.sheets.items() if s.title == SHARED_TITLE and hub.sources[u] == "bretagne")
+    status, text, _ = await get(hub, uri.removeprefix(hub.url))
+    assert status == 200
+    assert "Aussi référencé par" in text and PARTNERS[1][1] in text  # the other partner's listing
+    assert f'<link rel="canonical" href="{uri}">' in text and 'property="og:title"' in text
+    assert '"@type": "Project"' in text
+    target = "https://bretagne.example/actor"
+    status, _, headers = await get(
+        hub, "/suivre?" + urlencode({"handle": f"@alice@{fediverse.host}", "target": target})
+    )
+    assert status == 303
+    assert (
+        headers["Location"]
+        == f"http://{fediverse.host}/authorize_interaction?uri=https%3A%2F%2Fbretagne.example%2Factor"
+    )
+    status, text, _ = await get(hub, "/suivre?" + urlencode({"handle": "not a handle", "target": target}))
+    assert status == 400 and "@nom@instance.example" in text
+    status, text, _ = await get(hub, "/suivre?" + urlencode({"handle": f"bob@{fediverse.host}", "target": target}))
+    assert status == 502 and target in text
+    status, _, _ = await get(hub, "/sheets/does-not-exist")
+    assert status == 404
+
+
+async def test_language_switch_and_no_secret_reaches_the_browser(hub: Hub) -> None:
+    status, _, headers = await get(hub, "/langue?l=en&next=//evil.example/")
+    assert status == 303 and headers["Location"] == "/" and "essaim_lang=en" in headers["Set-Cookie"]
+    status, text, _ = await get(hub, "/", Cookie="essaim_lang=en")
+    assert status == 200 and '<html lang="en">' in text and "Latest projects" in text
+    from search.service import SEARCH
+
+    key = hub.app[SEARCH].client._key
+    for path in ("/", "/recherche", "/carte", "/tableaux-de-bord", "/recherche/suggestions.json?q=re"):
+        status, text, headers = await get(hub, path)
+        assert key not in text and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+async def test_server_clusters_add_up_to_the_list(hub: Hub) -> None:
+    import json
+
+    box = "42.0,-5.5,51.5,9.9"
+    status, text, _ = await get(hub, f"/carte/clusters.json?themes=ENV&bbox={box}&zoom=6")
+    data = json.loads(text)
+    assert status == 200 and data["complete"] and data["precision"] == 3
+    placed = [s for s in hub.sheets.values() if "ENV" in s.themes and s.places and s.places[0].lat is not None]
+    inside = [s for s in placed if 42.0 <= s.places[0].lat <= 51.5 and -5.5 <= s.places[0].lon <= 9.9]
+    assert sum(c["count"] for c in data["clusters"]) == data["found"] == len(inside)
+    status, text, _ = await get(hub, f"/recherche/resultats?view=map&themes=ENV&bbox={box}")
+    assert status == 200 and text.startswith('<div id="results"') and f">{len(inside)} projets<" in text
+    assert 'href="/carte?themes=ENV&amp;bbox=' in text or len(inside) <= 20
+    status, text, _ = await get(hub, "/carte/clusters.json?zoom=6")
+    assert status == 400 and "bbox is required" in text
+    status, text, _ = await get(hub, f"/carte/clusters.json?bbox={box}&zoom=40")
+    assert status == 400 and "zoom" in text
+
+
+async def test_metrics_count_the_cache(hub: Hub) -> None:
+    await get(hub, "/themes/SAN")
+    await get(hub, "/themes/SAN")
+    status, text, _ = await get(hub, "/metrics")
+    assert status == 200
+    hits = int(re.search(r"^essaim_web_search_cache_hits_total (\d+)$", text, re.M).group(1))
+    assert hits >= 1 and "essaim_web_search_cache_misses_total" in text
+
+
+async def test_home_counts(hub: Hub) -> None:
+    from protocol.sheet import MatchStatus
+
+    status, text, _ = await get(hub, "/")
+    assert status == 200
+    open_ = sum(1 for s in hub.sheets.values() if any(m.status is MatchStatus.OPEN for m in s.matches))
+    assert f'<strong>{open_}</strong> <a href="/besoins-offres">' in text
+    assert f"<strong>{len(hub.sheets)}</strong> projets" in text and "<strong>3</strong> partenaires" in text

@@ -1,0 +1,1 @@
+"""The hub's web front: server-rendered pages (search, map, sheets, dashboards, board), feeds and exports."""
