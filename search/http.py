@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -23,7 +23,7 @@ from node.http.public import OPENAPI_PARTS
 from search import geo
 from search.errors import ApiError, QueryError, SearchError
 from search.filters import Filter, build_filter
-from search.query import SearchQuery
+from search.query import SearchQuery, one_param, whole_param
 from search.schema import ALIAS, FACET_FIELDS
 from search.service import SEARCH, SearchService
 
@@ -83,20 +83,10 @@ async def _answer(request: web.Request, work: Callable[[SearchService], Awaitabl
     return web.json_response(result, headers={"Cache-Control": "no-store"})
 
 
-def _one(params: Mapping[str, list[str]], name: str) -> str | None:
-    values = params.get(name) or []
-    if len(values) > 1:
-        raise QueryError(f"{name} given more than once")
-    return values[0] if values else None
-
-
 def _whole(raw: str | None, name: str, default: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise QueryError(f"{name} must be a whole number") from None
+    value = whole_param(raw, name, default)
+    assert value is not None
+    return value
 
 
 @routes.get("/api/search")
@@ -112,7 +102,7 @@ async def suggest(request: web.Request) -> web.Response:
         unknown = set(params) - {"q", "limit"}
         if unknown:
             raise QueryError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-        return await service.suggest(_one(params, "q") or "", _whole(_one(params, "limit"), "limit", 5))
+        return await service.suggest(one_param(params, "q") or "", _whole(one_param(params, "limit"), "limit", 5))
 
     return await _answer(request, work)
 
@@ -122,14 +112,14 @@ async def clusters(request: web.Request) -> web.Response:
     params = _params(request)
 
     async def work(service: SearchService) -> Any:
-        raw = _one(params, "bbox")
+        raw = one_param(params, "bbox")
         if not raw:
             raise QueryError("bbox=south,west,north,east is required")
         try:
             box = geo.BBox(*(float(v) for v in raw.split(",")))
         except (TypeError, ValueError) as exc:
             raise QueryError(f"bbox must be 4 comma-separated numbers south,west,north,east ({exc})") from None
-        zoom = _whole(_one(params, "zoom"), "zoom", -1)
+        zoom = _whole(one_param(params, "zoom"), "zoom", -1)
         if zoom < 0:
             raise QueryError("zoom (0 to 22) is required")
         rest = {k: v for k, v in params.items() if k not in ("bbox", "zoom")}

@@ -56,6 +56,24 @@ HIDDEN_FIELDS = "stemmed,description,locations"
 MARK_START, MARK_END = "\ue000", "\ue001"
 
 
+def one_param(params: Mapping[str, Sequence[str]], name: str) -> str | None:
+    """The single value of ``name`` in a parsed query string (absent: None; repeated: QueryError)."""
+    values = params.get(name) or []
+    if len(values) > 1:
+        raise QueryError(f"{name} given more than once")
+    return values[0] if values else None
+
+
+def whole_param(raw: str | None, name: str, default: int | None) -> int | None:
+    """``raw`` as a whole number (absent or empty: ``default``)."""
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise QueryError(f"{name} must be a whole number") from None
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     """One search request of the hub's API, validated at construction."""
@@ -139,19 +157,10 @@ class SearchQuery:
         """From a query string parsed as ``{name: [values]}`` (``near=lat,lon,km``, ``bbox=s,w,n,e``)."""
 
         def one(name: str) -> str | None:
-            values = params.get(name) or []
-            if len(values) > 1:
-                raise QueryError(f"{name} given more than once")
-            return values[0] if values else None
+            return one_param(params, name)
 
         def whole(name: str, default: int | None) -> int | None:
-            raw = one(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                return int(raw)
-            except ValueError:
-                raise QueryError(f"{name} must be a whole number") from None
+            return whole_param(one(name), name, default)
 
         def numbers(name: str, count: int) -> tuple[float, ...] | None:
             raw = one(name)
