@@ -455,12 +455,13 @@ def _index_worker(settings: Settings, db: Any, client: Any) -> Any:
     from essaim.hub import search_config
     from search.indexer import IndexWorker
 
-    return IndexWorker(db, client, config=search_config(settings).indexer_config)
+    conf = search_config(settings)
+    return IndexWorker(db, client, config=conf.indexer_config, clusters=conf.clusters)
 
 
 def cmd_hub_reindex(args: argparse.Namespace) -> int:
     """Build a new collection from the database, swap the alias, drain the queue."""
-    from essaim.hub import open_search
+    from essaim.hub import open_search, search_config
     from search.maintenance import reindex
 
     settings = _settings(args)
@@ -469,7 +470,8 @@ def cmd_hub_reindex(args: argparse.Namespace) -> int:
 
     async def work(db: Any) -> Any:
         async with open_search(settings) as client:
-            report = await reindex(db, client, batch=args.batch, drop_grace=args.grace)
+            clusters = search_config(settings).clusters
+            report = await reindex(db, client, batch=args.batch, drop_grace=args.grace, clusters=clusters)
             drained = await _index_worker(settings, db, client).drain()
             return {**report.as_dict(), "queue_drained": drained}
 

@@ -52,6 +52,7 @@ def search_config(settings: Settings, **overrides: Any) -> SearchConfig:
             retry_max=conf.retry_max,
             max_attempts=conf.max_attempts,
         ),
+        # "clusters": uri -> duplicate-cluster lookup (the hub's duplicate detection) plugs in here.
     }
     values.update(overrides)
     return SearchConfig(**values)
