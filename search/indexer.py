@@ -298,6 +298,7 @@ class IndexWorker:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._unavailable_since: float | None = None
+        self._pending_logged = 0.0
         self.indexed = 0
         self.deleted = 0
 
@@ -342,6 +343,7 @@ class IndexWorker:
                     if self._unavailable_since is None:
                         self._unavailable_since = time.monotonic()
                         log.warning("index.unavailable", extra={"event": "index.unavailable", "error": str(exc)[:300]})
+                    await self._log_pending()
                     await self._sleep(delay)
                     delay = min(self.config.retry_max, delay * 2)
                     continue
@@ -361,6 +363,16 @@ class IndexWorker:
             if inflight is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await inflight
+
+    async def _log_pending(self) -> None:
+        """While Typesense is unreachable: the backlog, at most every 30 s (``index.pending``)."""
+        now = time.monotonic()
+        if now - self._pending_logged < 30:
+            return
+        self._pending_logged = now
+        with contextlib.suppress(Exception):
+            counts = await self.queue.counts()
+            log.warning("index.pending", extra={"event": "index.pending", **counts})
 
     async def _sleep(self, seconds: float) -> None:
         # Backing off: new changes do not cut the pause short, stopping does.

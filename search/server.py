@@ -319,6 +319,13 @@ class EmbeddedTypesense:
             self.restarts += 1
             self._restarted.set()
 
+    def take_restart(self) -> bool:
+        """True once after each respawn by the supervisor (the caller re-checks readiness)."""
+        if self._restarted.is_set():
+            self._restarted.clear()
+            return True
+        return False
+
     async def wait_restarted(self, within: float = 30.0) -> None:
         """For tests and health checks: wait until the supervisor has respawned the process."""
         await asyncio.wait_for(self._restarted.wait(), within)
