@@ -485,8 +485,7 @@ def _index_worker(settings: Settings, db: Any, client: Any) -> Any:
 
 def cmd_hub_reindex(args: argparse.Namespace) -> int:
     """Build a new collection from the database, swap the alias, drain the queue."""
-    from essaim.hub import open_search
-    from harvesting.duplicates import clusters_of
+    from essaim.hub import open_search, search_config
     from search.maintenance import reindex
 
     settings = _settings(args)
@@ -495,7 +494,8 @@ def cmd_hub_reindex(args: argparse.Namespace) -> int:
 
     async def work(db: Any) -> Any:
         async with open_search(settings) as client:
-            report = await reindex(db, client, batch=args.batch, drop_grace=args.grace, clusters=clusters_of)
+            clusters = search_config(settings).clusters
+            report = await reindex(db, client, batch=args.batch, drop_grace=args.grace, clusters=clusters)
             drained = await _index_worker(settings, db, client).drain()
             return {**report.as_dict(), "queue_drained": drained}
 

@@ -44,7 +44,7 @@ def search_config(settings: Settings, **overrides: Any) -> SearchConfig:
         "wide_zoom": conf.wide_zoom,
         "cache_stale": conf.cache_stale,
         "search_key_ttl": conf.search_key_ttl,
-        "clusters": clusters_of,
+        "clusters": clusters_of,  # the hub's duplicate detection (harvesting/duplicates.py)
         "indexer_config": IndexerConfig(
             batch_size=conf.batch_size,
             poll=conf.poll,

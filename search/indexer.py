@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import random
@@ -43,8 +44,18 @@ log = logging.getLogger("essaim.search.indexer")
 CHUNK = 500  # ids per SQL statement (SQLite allows 32766 parameters)
 BUILDING_KEY = "building"  # index_state key: the collection a reindex is filling
 
-# uri -> duplicate-cluster id; the hub's duplicate detection provides it (optional).
-ClusterLookup = Callable[[Database, Sequence[str]], Awaitable[Mapping[str, str]]]
+# uri -> duplicate-cluster id; the hub's duplicate detection provides it (optional, sync or async).
+ClusterLookup = Callable[[Database, Sequence[str]], Awaitable[Mapping[str, str]] | Mapping[str, str]]
+
+
+async def lookup_clusters(lookup: ClusterLookup | None, db: Database, uris: Sequence[str]) -> Mapping[str, str] | None:
+    """Call the duplicate-cluster lookup, awaiting it when it is a coroutine function."""
+    if lookup is None or not uris:
+        return None
+    result = lookup(db, uris)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +322,7 @@ class IndexWorker:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._unavailable_since: float | None = None
+        self._pending_logged = 0.0
         self.indexed = 0
         self.deleted = 0
 
@@ -355,6 +367,7 @@ class IndexWorker:
                     if self._unavailable_since is None:
                         self._unavailable_since = time.monotonic()
                         log.warning("index.unavailable", extra={"event": "index.unavailable", "error": str(exc)[:300]})
+                    await self._log_pending()
                     await self._sleep(delay)
                     delay = min(self.config.retry_max, delay * 2)
                     continue
@@ -374,6 +387,16 @@ class IndexWorker:
             if inflight is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await inflight
+
+    async def _log_pending(self) -> None:
+        """While Typesense is unreachable: the backlog, at most every 30 s (``index.pending``)."""
+        now = time.monotonic()
+        if now - self._pending_logged < 30:
+            return
+        self._pending_logged = now
+        with contextlib.suppress(Exception):
+            counts = await self.queue.counts()
+            log.warning("index.pending", extra={"event": "index.pending", **counts})
 
     async def _sleep(self, seconds: float) -> None:
         # Backing off: new changes do not cut the pause short, stopping does.
@@ -436,9 +459,7 @@ class IndexWorker:
         pks = list(dict.fromkeys(int(r["sheet_pk"]) for r in rows))
         sheets = await read_sheets(self.db, pks)
         found = {str(s["uri"]) for s in sheets}
-        clusters: Mapping[str, str] | None = None
-        if self.clusters is not None:
-            clusters = await self.clusters(self.db, [str(s["uri"]) for s in sheets if not s["deleted"]])
+        clusters = await lookup_clusters(self.clusters, self.db, [str(s["uri"]) for s in sheets if not s["deleted"]])
         docs, deletes, broken = await asyncio.to_thread(build_documents, sheets, clusters)
         # A queue row whose sheet row is gone entirely: remove its document too.
         deletes += [document_id(str(r["uri"])) for r in rows if str(r["uri"]) not in found]

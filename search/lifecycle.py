@@ -130,8 +130,7 @@ class SearchRuntime:
         collection: str | None = None
         while True:
             try:
-                if self.server is not None and self.server._restarted.is_set():
-                    self.server._restarted.clear()
+                if self.server is not None and self.server.take_restart():
                     self.service.ready = False
                     log.warning("search.restarted", extra={"event": "search.restarted", "pid": self.server.pid})
                     await self._wait_loaded(json.loads(await get_state(self.db, COUNT_KEY) or "{}"))

@@ -26,7 +26,14 @@ from typing import Any
 from node.db import Database
 from search.client import SearchClient
 from search.errors import NotFound
-from search.indexer import BUILDING_KEY, ClusterLookup, build_documents, enqueue_sheets, set_state
+from search.indexer import (
+    BUILDING_KEY,
+    ClusterLookup,
+    build_documents,
+    enqueue_sheets,
+    lookup_clusters,
+    set_state,
+)
 from search.schema import ALIAS, SCHEMA_VERSION, collection_name, collection_schema, document_id
 from search.synonyms import install_synonyms
 
@@ -131,7 +138,7 @@ async def reindex(
             if not rows:
                 break
             last = int(rows[-1]["pk_id"])
-            lookup = await clusters(db, [str(r["uri"]) for r in rows]) if clusters is not None else None
+            lookup = await lookup_clusters(clusters, db, [str(r["uri"]) for r in rows])
             docs, _, broken = await asyncio.to_thread(build_documents, rows, lookup)
             report.refused += list(broken)
             result = await client.import_documents(name, docs, "upsert", batch_size=len(docs), raise_on_failure=False)

@@ -22,6 +22,7 @@ import signal
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from search.errors import ServerError
 log = logging.getLogger(__name__)
 
 KEY_FILE = "api-key"
+PORT_WAIT = 10.0  # seconds a restart waits for the ports it used before
 PORTS_FILE = "ports.json"
 
 
@@ -201,6 +203,13 @@ class EmbeddedTypesense:
         saved: dict[str, int] = {}
         if ports_path.exists():
             saved = json.loads(ports_path.read_text())
+        # The Raft state records "ip:peering:api": a node restarted on other ports takes
+        # several times longer to become ready (measured: 3 s → 12 s). A saved port still held
+        # (a previous server exiting) is waited for a little before giving it up.
+        deadline = time.monotonic() + PORT_WAIT
+        for port in (saved.get("api"), saved.get("peering")):
+            while port and not _port_free(port) and time.monotonic() < deadline:
+                time.sleep(0.2)  # in a worker thread (asyncio.to_thread)
         api = self._requested_port or saved.get("api")
         if not api or not _port_free(api):
             if self._requested_port:
@@ -318,6 +327,13 @@ class EmbeddedTypesense:
                 continue
             self.restarts += 1
             self._restarted.set()
+
+    def take_restart(self) -> bool:
+        """True once after each respawn by the supervisor (the caller re-checks readiness)."""
+        if self._restarted.is_set():
+            self._restarted.clear()
+            return True
+        return False
 
     async def wait_restarted(self, within: float = 30.0) -> None:
         """For tests and health checks: wait until the supervisor has respawned the process."""

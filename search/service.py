@@ -74,12 +74,14 @@ class SearchService:
         wide_zoom: int = 7,
         cache_stale: float = 300.0,
         cache_size: int = 256,
+        min_refresh: float = 2.0,
     ) -> None:
         self.client = client
         self.alias = alias
         self.wide_zoom = wide_zoom
         self.cache_stale = cache_stale
         self.cache_size = cache_size
+        self.min_refresh = min_refresh
         self.generation = 0
         self.ready = True  # False while a restarted embedded server reloads its documents
         self._cache: OrderedDict[tuple[str, ...], _Entry] = OrderedDict()
@@ -169,8 +171,12 @@ class SearchService:
             self._cache.move_to_end(key)
             if entry.generation == self.generation:
                 return entry.value
-            if time.monotonic() - entry.computed < self.cache_stale:
-                if key not in self._inflight:  # one refresh at a time; the stale value meanwhile
+            age = time.monotonic() - entry.computed
+            if age < self.cache_stale:
+                # One refresh at a time per entry, and not more often than every ``min_refresh``
+                # seconds: a steady trickle of changes at 1M sheets must not keep Typesense busy
+                # recomputing the wide views. The stale value is served meanwhile.
+                if key not in self._inflight and age >= self.min_refresh:
                     task = asyncio.create_task(self._compute(key, compute))
                     self._tasks.add(task)
                     task.add_done_callback(self._refreshed)

@@ -95,7 +95,8 @@ async def test_typesense_killed_during_indexing_no_sheet_missing(tmp_path) -> No
         await rt.server.wait_restarted(within=20) if rt.server.pid == pid else None
         assert rt.server.pid != pid
         await eventually(lambda: _queue_empty(ctx.db, rt), within=60, every=0.2)
-        assert await rt.client.num_documents("sheets") == total
+        # A restarted server may still be replaying its log when the last batch is acknowledged.
+        await eventually(lambda: _is(rt.client.num_documents("sheets"), total), within=30, every=0.2)
         report = await reconcile(ctx.db, rt.client, repair=False)
         assert (report["missing"], report["stale"], report["extra"]) == (0, 0, 0), report
         assert await found(client, q="projet", per_page="0") == total
@@ -216,7 +217,8 @@ async def _failed(db, rt) -> bool:
 
 
 async def test_restart_of_the_hub_keeps_key_ports_and_documents(tmp_path) -> None:
-    settings = hub_settings(tmp_path)
+    # A Typesense restart takes ~3 s here, much more when the machine is loaded: the default wait.
+    settings = hub_settings(tmp_path, ready_within=60.0)
     async with hub_client(settings) as client:
         ctx = client.server.app[NODE]
         rt = runtime(client)
@@ -241,7 +243,7 @@ async def test_restart_of_the_hub_keeps_key_ports_and_documents(tmp_path) -> Non
         assert rt.server is not None and rt.server.port == first_port
         # Readiness waited for the documents the index held when it stopped.
         assert await found(client, q="projet") == 50
-        assert time.monotonic() - started < 30
+        assert time.monotonic() - started < 60
 
 
 async def test_duplicate_clusters_reach_the_index(tmp_path) -> None:
