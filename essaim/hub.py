@@ -13,7 +13,7 @@ from aiohttp import web
 
 from essaim.settings import Settings, SettingsError
 from harvesting.admin import HUB
-from harvesting.duplicates import also_listed_by, clusters_of
+from harvesting.duplicates import clusters_of
 from harvesting.hub import Hub, run_scheduler
 from harvesting.transport import OaiTransport
 from node.context import NODE
@@ -83,8 +83,6 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[NODE]
     async with open_hub(settings, ctx.db, count=ctx.count) as hub:
         app[HUB] = hub
-        # The hub's sheet pages list the other sources' sheets of the same project (node/http/public.py).
-        ctx.extra["also_listed_by"] = lambda uri: also_listed_by(ctx.db, uri)
         task = None
         if settings.hub.scheduler:
             task = asyncio.create_task(

@@ -10,13 +10,11 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 from yarl import URL
 
+from harvesting.duplicates import also_listed_by
 from node.context import NODE
 from node.outbound import OutboundError
 from protocol.sheet import LICENCE_OUVERTE_2, Sheet, sheet_from_dict
-from search.errors import NotFound, SearchError
-from search.query import SearchQuery
-from search.schema import document_id
-from web.app import front, page, search_service, sheet_href
+from web.app import front, page, sheet_href
 from web.labels import gazetteer, labeller
 from web.render import language
 
@@ -78,24 +76,6 @@ def json_ld(sheet: Sheet, permalink: str, lang: str) -> dict[str, Any]:
     return out
 
 
-async def also_listed(request: web.Request, uri: str) -> list[dict[str, Any]]:
-    """Other sheets of the same project (same duplicate cluster in the index), from other partners."""
-    service = search_service(request)
-    try:
-        doc = await service.client.get_document(service.alias, document_id(uri))
-    except NotFound:
-        return []
-    cluster = doc.get("duplicate_cluster")
-    if not cluster:
-        return []
-    found = await service.search(SearchQuery(filters={"duplicate_cluster": (cluster,)}, per_page=20, facets=()))
-    return [
-        {"uri": h["document"]["uri"], "partner": h["document"]["partner"], "title": h["document"]["title"]}
-        for h in found["hits"]
-        if h["document"]["uri"] != uri
-    ]
-
-
 @routes.get("/sheets/{key}")
 async def sheet_view(request: web.Request) -> web.Response:
     ctx = request.app[NODE]
@@ -106,10 +86,7 @@ async def sheet_view(request: web.Request) -> web.Response:
     if row["deleted"] or not row["data"]:
         return page(request, "error.html", {"status": 410, "message": None}, status=410)
     sheet = sheet_from_dict(json.loads(row["data"]))
-    try:
-        also = await also_listed(request, uri)
-    except SearchError:
-        also = []  # the page still shows the sheet when the index is down
+    also = await also_listed_by(ctx.db, uri)  # the same project from other partners (duplicate cluster)
     settings = front(request).settings
     point = next(((p.lat, p.lon) for p in sheet.places if p.lat is not None and p.lon is not None), None)
     partner_actor = (

@@ -57,12 +57,7 @@ async def sheet_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="Fiche introuvable / sheet not found")
     if isinstance(item, Tombstone):
         raise web.HTTPGone(text="Cette fiche a été supprimée / this sheet was deleted")
-    # On a hub: the same project as listed by other sources (duplicate clusters), never merged.
-    finder = ctx.extra.get("also_listed_by")
-    also = await finder(uri) if finder is not None else []
-    return aiohttp_jinja2.render_template(
-        "public/sheet.html", request, {"s": item, "taxonomy": default_taxonomy(), "also": also}
-    )
+    return aiohttp_jinja2.render_template("public/sheet.html", request, {"s": item, "taxonomy": default_taxonomy()})
 
 
 @routes.get("/healthz")

@@ -1,13 +1,13 @@
-"""A real hub for the front's tests: its database holds harvested sheets, a real Typesense indexes them.
+"""A real hub for the front's tests: its database holds harvested sheets, its own Typesense indexes them.
 
-Until the hub's own index lifecycle lands, the fixture builds the index the way the
-hub does (versioned collection, synonyms, alias, documents from ``document_from_sheet``)
-and hands the app a ``SearchService``. Everything is package-scoped: one Typesense,
-one hub server and one browser for every test of ``tests/web``.
+The sheets are written the way a harvest writes them (``SheetStore`` of each source, provenance,
+duplicate clusters), and the hub's own pipeline (index queue, worker, embedded Typesense) indexes
+them. Everything is package-scoped: one hub server and one browser for every test of ``tests/web``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,13 +19,12 @@ from aiohttp import web
 
 from essaim.app import build_app
 from essaim.settings import load_settings
+from harvesting import duplicates
 from node.context import NODE
 from node.storage import SheetStore
 from protocol.sheet import Sheet
-from search.client import SearchClient
-from search.schema import ALIAS, collection_name, collection_schema, document_from_sheet
-from search.service import SEARCH, SearchService
-from search.synonyms import install_synonyms
+from search.indexer import IndexerConfig, IndexQueue
+from search.service import SEARCH
 from tests.web.corpus import PARTNERS, PER_PARTNER, partner_sheets, special_sheets
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,19 +54,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest_asyncio.fixture(scope="package", loop_scope="package")
-async def typesense(tmp_path_factory: pytest.TempPathFactory):
+def needs_typesense() -> None:
     from search.errors import ServerError
-    from search.server import EmbeddedTypesense, bundled_binary
+    from search.server import bundled_binary
 
     try:
         bundled_binary()
     except (ServerError, OSError) as exc:
         pytest.skip(f"the bundled Typesense binary cannot be installed here: {exc}")
-    server = EmbeddedTypesense(tmp_path_factory.mktemp("web-typesense"))
-    await server.start(ready_within=60)
-    yield server
-    await server.stop()
 
 
 @dataclass
@@ -113,7 +107,8 @@ async def fediverse() -> AsyncIterator[Fediverse]:
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="package")
-async def hub(typesense, fediverse: Fediverse, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hub]:
+async def hub(fediverse: Fediverse, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hub]:
+    needs_typesense()
     port = free_port()
     data = tmp_path_factory.mktemp("web-hub")
     settings = load_settings(
@@ -132,8 +127,6 @@ async def hub(typesense, fediverse: Fediverse, tmp_path_factory: pytest.TempPath
     settings.federation.enabled = False
     settings.outbound.allow = [fediverse.host]
     app = build_app(settings)
-    client = SearchClient(typesense.nodes)
-    app[SEARCH] = SearchService(client)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -164,7 +157,8 @@ async def hub(typesense, fediverse: Fediverse, tmp_path_factory: pytest.TempPath
         store = SheetStore(ctx.db, base_url=settings.base_url, source=key, hub=True)
         base = next(b for k, _, b in PARTNERS if k == key)
         async with ctx.db.transaction() as tx:
-            await store.upsert_many(items, tx=tx)
+            results = await store.upsert_many(items, tx=tx)
+            await duplicates.update(ctx.db, key, [(r.uri, s) for r, s in zip(results, items, strict=True)], tx=tx)
             await store.set_provenance(
                 {
                     s.local_id: {
@@ -180,21 +174,17 @@ async def hub(typesense, fediverse: Fediverse, tmp_path_factory: pytest.TempPath
         async for sheet in store.iter_sheets():
             stored[sheet.id] = sheet
             sources[sheet.id] = key
-    docs = [
-        document_from_sheet(s, cluster="dup-repair" if s.local_id.startswith("shared-") else None)
-        for s in stored.values()
-    ]
-    name = collection_name()
-    await client.create_collection(collection_schema(name))
-    await install_synonyms(client, name)
-    report = await client.import_documents(name, docs)
-    assert report.imported == len(docs)
-    await client.upsert_alias(ALIAS, name)
+    # The hub's index worker drains the queue the writes filled (documents with their clusters).
+    service, queue = app[SEARCH], IndexQueue(ctx.db, IndexerConfig())
+    for _ in range(600):
+        if (await queue.counts())["pending"] == 0 and await service.count() == len(stored):
+            break
+        await asyncio.sleep(0.1)
+    assert await service.count() == len(stored), "the hub's index worker did not index the corpus"
     try:
         yield Hub(url=f"http://127.0.0.1:{port}", app=app, sheets=stored, sources=sources)
     finally:
         await runner.cleanup()
-        await client.close()
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="package")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from node.demo import generate
 from node.geo.gazetteer import Gazetteer
-from protocol.sheet import Match, MatchDirection, MatchKind, Partner, Place, Sheet, sheet_from_dict
+from protocol.sheet import Holder, Match, MatchDirection, MatchKind, Partner, Place, Sheet, sheet_from_dict
 
 PARTNERS = (
     ("bretagne", "Réseau Solidaire de Bretagne", "https://bretagne.example/oai"),
@@ -62,6 +62,7 @@ def special_sheets() -> list[tuple[str, Sheet]]:
                 title=SHARED_TITLE,
                 partner=Partner(name=name, id=f"https://{key}.example/actor"),
                 summary="Réparer ensemble plutôt que jeter : un atelier mensuel",
+                holder=Holder(name="Association Repair café du pays de Brest", legal_form="association"),
                 themes=("CON",),
                 places=(brest,),
                 matches=(
