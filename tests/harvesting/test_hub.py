@@ -226,10 +226,17 @@ async def test_hub_server_runs_the_scheduler(seeded: NodeProcess, tmp_path: Path
                     break
                 await asyncio.sleep(0.1)
             assert f"essaim_harvest_added_total {COUNT}" in text and "essaim_harvest_runs_total 1" in text
-            # The hub's front shows a harvested sheet from the hub's database (the search
-            # pages need the index, which this hub does not have: they answer 503).
+            # The harvested sheets reach the hub's own index (queue + embedded Typesense) and its front.
+            found = -1
+            for _ in range(200):
+                async with session.get(server.make_url("/api/search"), params={"q": ""}) as response:
+                    found = int((await response.json())["found"]) if response.status == 200 else -1
+                if found == COUNT:
+                    break
+                await asyncio.sleep(0.1)
+            assert found == COUNT
             async with session.get(server.make_url("/")) as response:
-                assert response.status == 503
+                assert response.status == 200
             from node.context import NODE
 
             row = await server.app[NODE].db.fetchone("SELECT uri, title FROM sheet WHERE deleted = ? LIMIT 1", [False])
