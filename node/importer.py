@@ -334,7 +334,8 @@ class Importer:
                 local_id = str(item.get("local_id") or "")
                 item = {
                     **item,
-                    "id": self.store.make_uri(local_id) if local_id else "",
+                    # Any text passes validation: the URI is the store's to give (the id is blanked below).
+                    "id": "-" if local_id else "",
                     "partner": item.get("partner") or {"name": self.partner.name},
                     "local_id": local_id,
                 }

@@ -44,12 +44,18 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 def xml_text(value: object) -> str:
     """Text safe for an XML 1.0 element (forbidden control characters dropped)."""
-    return _NOT_XML.sub("", str(value))
+    text = value if type(value) is str else str(value)
+    # Every forbidden character is non-printable: printable text (most of it) skips the regex.
+    return text if text.isprintable() else _NOT_XML.sub("", text)
 
 
 def escape_xml(value: object, *, quote: bool = False) -> str:
     """XML-escape text (and double quotes, for attribute values), dropping forbidden characters."""
-    text = xml_text(value)
+    return escape_text(xml_text(value), quote)
+
+
+def escape_text(text: str, quote: bool = False) -> str:
+    """Escape text already free of forbidden characters (each replace only when needed)."""
     if quote and '"' in text:
         text = text.replace("&", "&amp;").replace('"', "&quot;")
     elif "&" in text:
@@ -64,10 +70,21 @@ def escape_xml(value: object, *, quote: bool = False) -> str:
 
 
 def _write(out: list[str], data: Mapping[str, Any]) -> None:
+    append = out.append
     for key, value in data.items():
-        if isinstance(value, Mapping) and not value:
+        kind = type(value)
+        if kind is str:
+            append(f"<{key}>{escape_text(xml_text(value))}</{key}>")
+        elif kind is list:
+            name = LIST_ITEMS.get(key, key)
+            for item in value:
+                if type(item) is str:
+                    append(f"<{name}>{escape_text(xml_text(item))}</{name}>")
+                else:
+                    _write_one(out, name, item)
+        elif isinstance(value, Mapping) and not value:
             continue  # an object whose fields are all absent says nothing
-        if isinstance(value, list):
+        elif isinstance(value, list):
             name = LIST_ITEMS.get(key, key)
             for item in value:
                 _write_one(out, name, item)
