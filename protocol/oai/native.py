@@ -118,11 +118,17 @@ def native_element(sheet: Sheet) -> etree._Element:
     return etree.fromstring(native_xml(sheet))
 
 
+def _localname(tag: str) -> str:
+    # What etree.QName(tag).localname says ("{ns}name" or "name"), without building a QName.
+    return tag[tag.rfind("}") + 1 :]
+
+
 def _read(element: etree._Element) -> Any:
-    children = [c for c in element if isinstance(c.tag, str)]
+    # Comments and processing instructions have a function as tag: elements only.
+    children = [c for c in element if type(c.tag) is str]
     if not children:
         text = element.text or ""
-        number = _NUMBERS.get(etree.QName(element).localname)
+        number = _NUMBERS.get(_localname(element.tag))
         if number is not None:
             try:
                 return number(text)
@@ -131,10 +137,11 @@ def _read(element: etree._Element) -> Any:
         return text
     out: dict[str, Any] = {}
     for child in children:
-        name = etree.QName(child).localname
+        name = _localname(child.tag)
         value = _read(child)
-        if name in _ITEM_LISTS:
-            out.setdefault(_ITEM_LISTS[name], []).append(value)
+        key = _ITEM_LISTS.get(name)
+        if key is not None:
+            out.setdefault(key, []).append(value)
         else:
             out[name] = value
     return out
