@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("ESSAIM_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 PG_DATABASE = "essaim_bench"
+# [node] write_workers of the measured importer (node/pipeline.py); --write-workers sets it.
+WRITE_WORKERS = int(os.environ.get("ESSAIM_NODE_WRITE_WORKERS", "0"))
 
 
 def _peak_rss_mib() -> float:
@@ -69,6 +71,7 @@ async def _essaim(backend: str, file: Path, workdir: Path) -> dict[str, float]:
             partner=Partner(name="Bench"),
             licence="https://www.etalab.gouv.fr/licence-ouverte-open-licence",
             resolver=make_resolver(),
+            workers=WRITE_WORKERS,
         )
         started = time.perf_counter()
         report = await importer.run(file)
@@ -131,6 +134,8 @@ def child(kind: str, backend: str, file: Path) -> None:
         work = _essaim if kind == "essaim" else _peer
         result = asyncio.run(work(backend, file, Path(tmp)))
     result["peak_rss_mib"] = _peak_rss_mib()
+    # The largest worker process of the pipeline (write_workers > 0), whose memory counts too.
+    result["worker_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result))
 
 
@@ -163,8 +168,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="25000,50000,100000")
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--write-workers", type=int, default=WRITE_WORKERS, help="[node] write_workers (default 0)")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "BACKEND", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ["ESSAIM_NODE_WRITE_WORKERS"] = str(args.write_workers)  # read by the children
     if args.child:
         child(args.child[0], args.child[1], Path(args.child[2]))
         return 0
@@ -188,11 +195,13 @@ def main() -> int:
                 peer = _run_child("peer", backend, file)
                 row = {
                     "backend": backend,
+                    "write_workers": args.write_workers,
                     "sheets": size,
                     "file_mib": round(mib, 1),
                     "sheets_per_s": round(size / ours["seconds"]),
                     "reimport_sheets_per_s": round(size / ours["reimport_seconds"]),
                     "peak_rss_mib": round(ours["peak_rss_mib"], 1),
+                    "worker_peak_rss_mib": round(ours.get("worker_peak_rss_mib", 0.0), 1),
                     "peer_rows_per_s": round(size / peer["seconds"]),
                     "peer_peak_rss_mib": round(peer["peak_rss_mib"], 1),
                     "ratio_to_peer": round(peer["seconds"] / ours["seconds"], 3),

@@ -108,6 +108,7 @@ def node_context(settings: Settings, db: Database) -> NodeContext:
         resolver=make_resolver(),
         max_upload=settings.admin.max_upload,
         secure_cookies=settings.base_url.startswith("https://"),
+        write_workers=settings.node.write_workers,
     )
     if settings.geo.online:
         client = OutboundClient(outbound_config(settings))

@@ -79,6 +79,13 @@ class HubSettings:
 
 
 @dataclass
+class NodeSettings:
+    # Worker processes for the CPU-bound part of an import of a native JSON-lines file (decoding,
+    # validation, geocoding, OAI rendering, hashing; see node/pipeline.py); 0: all in-process.
+    write_workers: int = 0
+
+
+@dataclass
 class SearchSettings:
     """The hub's Typesense: embedded (started and supervised by the hub) or external (``urls`` + ``api_key``)."""
 
@@ -127,6 +134,7 @@ class Settings:
     log_level: str = "INFO"
     trusted_proxies: list[str] = field(default_factory=list)
     partner: PartnerSettings = field(default_factory=PartnerSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
     oai: OaiSettings = field(default_factory=OaiSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     geo: GeoSettings = field(default_factory=GeoSettings)

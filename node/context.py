@@ -30,6 +30,7 @@ class NodeContext:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     max_upload: int = 50 * 1024 * 1024
     secure_cookies: bool = False
+    write_workers: int = 0  # [node] write_workers: worker processes of an import (node.pipeline)
     counters: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     # Parts built on the node (federation...) add their own Prometheus lines to /metrics here.
@@ -55,6 +56,7 @@ class NodeContext:
             online=self.online,
             crosswalk=crosswalk,
             progress=progress,
+            workers=self.write_workers,
         )
 
     async def close(self) -> None:

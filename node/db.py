@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tortoise import Tortoise, connections
@@ -138,7 +138,8 @@ class Database:
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]], conn: BaseDBAsyncClient | None = None) -> None:
         if rows:
-            await (conn or self.conn).execute_many(self.q(sql), [list(r) for r in rows])
+            # Both drivers take any sequence of parameter sequences: no copy of every row.
+            await (conn or self.conn).execute_many(self.q(sql), cast(Any, rows if isinstance(rows, list) else [*rows]))
 
     async def keep_statistics(self, inserted: int, conn: BaseDBAsyncClient | None = None) -> None:
         """Refresh PostgreSQL's planner statistics of the sheet tables while a bulk write grows them.

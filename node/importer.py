@@ -143,6 +143,7 @@ class Importer:
         taxonomy: Taxonomy | None = None,
         progress: Callable[[int], None] | None = None,
         batch: int = 500,
+        workers: int = 0,
     ) -> None:
         self.store = store
         self.mapping = mapping
@@ -157,6 +158,7 @@ class Importer:
         self.crosswalk = Crosswalk(partner=partner.name, rules=rules)
         self.progress = progress
         self.batch = batch
+        self.workers = workers  # worker processes for native JSON lines ([node] write_workers; 0: none)
         self._unmapped_spelling: dict[str, str] = {}
         self._regions = {fold(t.fr): code for code, t in self.taxonomy.regions.items()}
         self._regions.update({fold(t.en): code for code, t in self.taxonomy.regions.items()})
@@ -171,14 +173,25 @@ class Importer:
             async with self.store.db.transaction() as tx:
                 seen: set[str] = set()
                 pending: list[Sheet] = []
-                for sheet in self._sheets(path, report):
-                    seen.add(sheet.local_id)
+                pipeline = self._pipeline(path)
+                if pipeline is not None:
+                    try:
+                        async for sheets, writes, stamp in pipeline.batches(path, report):
+                            seen.update(s.local_id for s in sheets)
+                            if report.ok and sheets:
+                                for result in await self.store.upsert_many(sheets, tx=tx, prepared=writes, stamp=stamp):
+                                    setattr(report, result.status, getattr(report, result.status) + 1)
+                    finally:
+                        pipeline.close()
+                else:
+                    for sheet in self._sheets(path, report):
+                        seen.add(sheet.local_id)
+                        if report.ok:
+                            pending.append(sheet)
+                        if len(pending) >= self.batch:
+                            await self._flush(pending, tx, report)
                     if report.ok:
-                        pending.append(sheet)
-                    if len(pending) >= self.batch:
                         await self._flush(pending, tx, report)
-                if report.ok:
-                    await self._flush(pending, tx, report)
                 if report.ok and delete_missing:
                     gone = sorted((await self.store.local_ids(conn=tx)) - seen)
                     results = await self.store.delete_many(gone, tx=tx)
@@ -191,6 +204,21 @@ class Importer:
         if not report.ok:
             raise ImportFailed(report)
         return report
+
+    def _pipeline(self, path: Path) -> Any:
+        """Worker processes for this file (:mod:`node.pipeline`), or None to work in-process: no
+        workers asked, a small file, a mapping other than native JSON lines, online geocoding."""
+        if self.workers <= 0:
+            return None
+        from node import pipeline  # imports this module
+
+        try:
+            if path.stat().st_size < pipeline.MIN_BYTES or not pipeline.json_lines(path, self.mapping.encoding):
+                return None
+        except OSError:
+            return None
+        spec = pipeline.spec_of(self)
+        return pipeline.Pipeline(self, spec, self.workers) if spec is not None else None
 
     async def _flush(self, pending: list[Sheet], tx: Any, report: ImportReport) -> None:
         if self.online is not None:
@@ -330,44 +358,58 @@ class Importer:
             report.rows += 1
             if self.progress:
                 self.progress(report.rows)
-            if isinstance(item, Mapping):
-                local_id = str(item.get("local_id") or "")
-                item = {
-                    **item,
-                    "id": self.store.make_uri(local_id) if local_id else "",
-                    "partner": item.get("partner") or {"name": self.partner.name},
-                    "local_id": local_id,
-                }
-            try:
-                sheet = sheet_from_dict(item)
-            except SheetValidationError as exc:
-                for err in exc.errors:
-                    if err.path != "id":
-                        report.add_error(RowError(line, err.path, err.message))
-                continue
+            sheet = self.native_item(line, item, report, seen)
+            if sheet is not None:
+                yield sheet
+
+    def native_item(
+        self, line: int, item: Any, report: ImportReport, seen: dict[str, int] | None = None
+    ) -> Sheet | None:
+        """One item of a native file as a sheet, or None with its errors in ``report``.
+
+        ``seen`` (local id -> line) finds repeats; a worker process (:mod:`node.pipeline`) passes
+        None and the reader checks them in file order.
+        """
+        if isinstance(item, Mapping):
+            local_id = str(item.get("local_id") or "")
+            item = {
+                **item,
+                # Any text passes validation: the URI is the store's to give (the id is blanked below).
+                "id": "-" if local_id else "",
+                "partner": item.get("partner") or {"name": self.partner.name},
+                "local_id": local_id,
+            }
+        try:
+            sheet = sheet_from_dict(item)
+        except SheetValidationError as exc:
+            for err in exc.errors:
+                if err.path != "id":
+                    report.add_error(RowError(line, err.path, err.message))
+            return None
+        if seen is not None:
             if sheet.local_id in seen:
                 report.add_error(
                     RowError(line, "local_id", f"{sheet.local_id!r} already used at item {seen[sheet.local_id]}")
                 )
-                continue
+                return None
             seen[sheet.local_id] = line
-            places = []
-            for place in sheet.places:
-                resolved = self._resolve(place, report)
-                places.append(resolved)
-            codes = self._codes(list(sheet.themes) + list(sheet.subthemes), line, "themes", report)
-            themes, subthemes = self.taxonomy.complete(codes, codes)
-            report.sheets += 1
-            yield Sheet(
-                **{
-                    **_fields(sheet),
-                    "id": "",
-                    "places": tuple(places),
-                    "themes": themes,
-                    "subthemes": subthemes,
-                    "description": to_html(sheet.description or "", "html") or None,
-                }
-            )
+        places = []
+        for place in sheet.places:
+            resolved = self._resolve(place, report)
+            places.append(resolved)
+        codes = self._codes(list(sheet.themes) + list(sheet.subthemes), line, "themes", report)
+        themes, subthemes = self.taxonomy.complete(codes, codes)
+        report.sheets += 1
+        return Sheet(
+            **{
+                **_fields(sheet),
+                "id": "",
+                "places": tuple(places),
+                "themes": themes,
+                "subthemes": subthemes,
+                "description": to_html(sheet.description or "", "html") or None,
+            }
+        )
 
     def _column(self, target: str) -> str:
         for rule in self.mapping.rules:

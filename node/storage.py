@@ -46,9 +46,38 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class _Write:
     sheet: Sheet
-    data: dict[str, Any]  # sheet_to_dict(sheet)
+    data: dict[str, Any] | None  # sheet_to_dict(sheet); None when ``text`` carries it (from a worker)
     digest: str
     sets: tuple[str, ...]
+    # Filled by prepare_write (possibly in a worker process): the stored JSON text, the rendered
+    # OAI formats and the stamp the dates were set with.
+    stamp: int | None = None
+    text: str | None = None
+    formats: dict[str, str] | None = None
+
+
+def prepare_write(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False) -> _Write:
+    """Everything a write of ``sheet`` under ``uri`` at ``stamp`` computes, without the database.
+
+    It is what :meth:`SheetStore.upsert_many` computes itself for a new sheet (or one whose
+    creation date is its own): pure, so a worker process can do it; storage uses it only when
+    the row it finds agrees (same URI, same stamp, no older creation date to keep).
+    """
+    data = sheet_to_dict(sheet)
+    data["id"] = uri
+    digest = _hash(data)
+    now = _to_datetime(stamp)
+    dated = replace(sheet, id=uri, created=sheet.created or now, modified=sheet.modified or now, datestamp=now)
+    full = _with_dates(data, dated)
+    return _Write(
+        dated,
+        full,
+        digest,
+        set_specs(dated, hub=hub),
+        stamp,
+        json.dumps(full, ensure_ascii=False),
+        render_formats(dated, data=full),
+    )
 
 
 _SHEET_FIELDS = tuple(Sheet.__dataclass_fields__)
@@ -81,6 +110,18 @@ def _hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
+
+
+def _uuid5_url(name: str) -> str:
+    """``str(uuid.uuid5(uuid.NAMESPACE_URL, name))`` without building a UUID object (twice as fast)."""
+    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def _to_datetime(stamp: int) -> datetime:
     return datetime.fromtimestamp(stamp, tz=UTC)
 
@@ -108,8 +149,7 @@ class SheetStore:
 
     def make_uri(self, local_id: str) -> str:
         """Stable https URI of a sheet on this node, derived from the partner's own id."""
-        key = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.base_url}|{self.source}|{local_id}")
-        return f"{self.base_url}/sheets/{key}"
+        return f"{self.base_url}/sheets/{_uuid5_url(f'{self.base_url}|{self.source}|{local_id}')}"
 
     def now(self) -> int:
         return int(self.clock())
@@ -121,8 +161,20 @@ class SheetStore:
             results = await self.upsert_many([sheet], tx=tx)
         return results[0]
 
-    async def upsert_many(self, sheets: Sequence[Sheet], *, tx: BaseDBAsyncClient) -> list[WriteResult]:
-        """Write a batch inside the caller's transaction; unchanged sheets keep their datestamp."""
+    async def upsert_many(
+        self,
+        sheets: Sequence[Sheet],
+        *,
+        tx: BaseDBAsyncClient,
+        prepared: Sequence[_Write | None] | None = None,
+        stamp: int | None = None,
+    ) -> list[WriteResult]:
+        """Write a batch inside the caller's transaction; unchanged sheets keep their datestamp.
+
+        ``prepared`` (one item per sheet, from :func:`prepare_write` at ``stamp``) is the
+        computation already done elsewhere (a worker process); an item the rows found here
+        disagree with is computed again, so the result is the same either way.
+        """
         seen: set[str] = set()
         for sheet in sheets:  # checked up front: a repeat in a later batch would be a silent second write
             if sheet.local_id in seen:
@@ -130,29 +182,53 @@ class SheetStore:
             seen.add(sheet.local_id)
         results: list[WriteResult] = []
         for start in range(0, len(sheets), BATCH):
-            results.extend(await self._upsert_batch(sheets[start : start + BATCH], tx))
+            chunk = prepared[start : start + BATCH] if prepared is not None else None
+            results.extend(await self._upsert_batch(sheets[start : start + BATCH], tx, chunk, stamp))
         return results
 
-    async def _upsert_batch(self, sheets: Sequence[Sheet], tx: BaseDBAsyncClient) -> list[WriteResult]:
-        stamp = self.now()
+    async def _upsert_batch(
+        self,
+        sheets: Sequence[Sheet],
+        tx: BaseDBAsyncClient,
+        prepared: Sequence[_Write | None] | None = None,
+        stamp: int | None = None,
+    ) -> list[WriteResult]:
+        stamp = self.now() if stamp is None else stamp
         await self.db.keep_statistics(0, tx)
         existing = await self._existing([s.local_id for s in sheets], tx)
         inserts: list[_Write] = []
         updates: list[tuple[int, _Write, str, str]] = []
         results: list[WriteResult] = []
-        for sheet in sheets:
+        for i, sheet in enumerate(sheets):
             row = existing.get(sheet.local_id)
             uri = str(row["uri"]) if row else (sheet.id or self.make_uri(sheet.local_id))
-            sheet = replace(sheet, id=uri)
-            data = sheet_to_dict(sheet)
-            digest = _hash(data)
+            pre = prepared[i] if prepared is not None else None
+            if pre is not None and (pre.sheet.id != uri or pre.stamp != stamp):
+                pre = None  # prepared under another URI or time: done again here
+            data: dict[str, Any] | None = None
+            if pre is not None:
+                digest = pre.digest
+            else:
+                # The dict of the sheet under its URI: "id" is always present (a text), so setting it
+                # keeps the field order, and the sheet itself is copied only once, when it changed.
+                data = sheet_to_dict(sheet)
+                data["id"] = uri
+                digest = _hash(data)
             if row is not None and not row["deleted"] and row["content_hash"] == digest:
                 results.append(WriteResult("unchanged", sheet.local_id, row["uri"], int(row["stamp"])))
                 continue
             now = _to_datetime(stamp)
-            created = sheet.created or (self._created_of(row) if row else None) or now
-            sheet = replace(sheet, created=created, modified=sheet.modified or now, datestamp=now)
-            write = _Write(sheet, _with_dates(data, sheet), digest, set_specs(sheet, hub=self.hub))
+            kept = self._created_of(row) if row and sheet.created is None else None
+            if pre is not None and kept is None:
+                write = pre  # its creation date is the sheet's own or now, as computed here
+            else:
+                if data is None:
+                    data = sheet_to_dict(sheet)
+                    data["id"] = uri
+                created = sheet.created or kept or now
+                sheet = replace(sheet, id=uri, created=created, modified=sheet.modified or now, datestamp=now)
+                write = _Write(sheet, _with_dates(data, sheet), digest, set_specs(sheet, hub=self.hub))
+            sheet = write.sheet
             if row is None:
                 inserts.append(write)
                 results.append(WriteResult("created", sheet.local_id, uri, stamp))
@@ -177,7 +253,7 @@ class SheetStore:
                         False,
                         w.digest,
                         w.sheet.title,
-                        json.dumps(w.data, ensure_ascii=False),
+                        w.text if w.text is not None else json.dumps(w.data, ensure_ascii=False),
                         " ".join(w.sets),
                         None,
                     )
@@ -201,7 +277,7 @@ class SheetStore:
                         False,
                         w.digest,
                         w.sheet.title,
-                        json.dumps(w.data, ensure_ascii=False),
+                        w.text if w.text is not None else json.dumps(w.data, ensure_ascii=False),
                         " ".join(w.sets),
                         pk,
                     )
@@ -266,7 +342,8 @@ class SheetStore:
             assert c.sheet is not None
             w = c.write or _Write(c.sheet, sheet_to_dict(c.sheet), "", set_specs(c.sheet, hub=self.hub))
             set_rows.extend((c.pk, spec, c.stamp) for spec in w.sets)
-            format_rows.extend((c.pk, prefix, xml) for prefix, xml in render_formats(c.sheet, data=w.data).items())
+            formats = w.formats if w.formats is not None else render_formats(c.sheet, data=w.data)
+            format_rows.extend((c.pk, prefix, xml) for prefix, xml in formats.items())
         await self.db.executemany("INSERT INTO sheet_set (sheet_pk, spec, stamp) VALUES (?, ?, ?)", set_rows, conn=tx)
         await self.db.executemany(
             "INSERT INTO sheet_format (sheet_pk, prefix, xml) VALUES (?, ?, ?)", format_rows, conn=tx

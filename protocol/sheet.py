@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -240,26 +240,65 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 def _encode(value: Any) -> Any:
-    # Hot path of every write (hashing, storage, rendering): most frequent types first.
-    if value is None or isinstance(value, str | int | float):
-        return value.value if isinstance(value, enum.Enum) else value
-    if isinstance(value, tuple):
-        return [_encode(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return format_datestamp(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if hasattr(value, "__dataclass_fields__"):
-        out: dict[str, Any] = {}
-        for name in _field_names(type(value)):
-            v = getattr(value, name)
-            if v is None or v == ():
-                continue
-            out[name] = _encode(v)
-        return out
+    # Hot path of every write (hashing, storage, rendering): one dict lookup on the exact type,
+    # then an encoder made once per type (see _encoder_for).
+    kind = type(value)
+    if kind is str or value is None:
+        return value
+    encoder = _ENCODERS.get(kind)
+    if encoder is None:
+        encoder = _ENCODERS[kind] = _encoder_for(kind)
+    return encoder(value)
+
+
+def _same(value: Any) -> Any:
     return value
+
+
+def _enum_value(value: Any) -> Any:
+    return value.value
+
+
+def _tuple(value: tuple[Any, ...]) -> list[Any]:
+    return [v if type(v) is str else _encode(v) for v in value]
+
+
+def _encoder_for(kind: type) -> Callable[[Any], Any]:
+    """The encoder of one type, matching the isinstance order of the generic rules:
+    str/int/float (enum members give their value), tuple, enum, datetime, date, dataclass."""
+    if issubclass(kind, enum.Enum):
+        return _enum_value
+    if issubclass(kind, str | int | float):
+        return _same
+    if issubclass(kind, tuple):
+        return _tuple
+    if issubclass(kind, datetime):
+        return format_datestamp
+    if issubclass(kind, date):
+        return date.isoformat
+    if hasattr(kind, "__dataclass_fields__"):
+        return _dataclass_encoder(kind)
+    return _same
+
+
+def _dataclass_encoder(kind: type) -> Callable[[Any], dict[str, Any]]:
+    # Unrolled per field (generated once per dataclass): no loop, no getattr by name. A field
+    # that is None or () is omitted; text is kept as is without a call.
+    lines = ["def encode(value):", "    out = {}"]
+    for name in _field_names(kind):
+        lines += [
+            f"    v = value.{name}",
+            "    if v is not None and v != ():",
+            f"        out[{name!r}] = v if type(v) is str else _encode(v)",
+        ]
+    lines.append("    return out")
+    namespace: dict[str, Any] = {"_encode": _encode}
+    exec("\n".join(lines), namespace)  # noqa: S102 -- field names are identifiers of our own dataclasses
+    encoder: Callable[[Any], dict[str, Any]] = namespace["encode"]
+    return encoder
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {}
 
 
 def sheet_to_dict(sheet: Sheet) -> dict[str, Any]:

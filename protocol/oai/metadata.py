@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 from lxml import etree
 
 from protocol.oai.namespaces import DC, ESSAIM, ESSAIM_SCHEMA_FILE, OAI_DC, OAI_DC_SCHEMA, XSI
-from protocol.oai.native import escape_xml, native_xml, xml_text
+from protocol.oai.native import escape_text, escape_xml, native_xml, xml_text
 from protocol.oai.sets import departement_of, departements, region_of
 from protocol.sheet import Place, Sheet
 from protocol.taxonomy import Taxonomy, default_taxonomy
@@ -60,11 +60,15 @@ def dublin_core_xml(sheet: Sheet, taxonomy: Taxonomy | None = None) -> str:
         f' xsi:schemaLocation="{OAI_DC} {OAI_DC_SCHEMA}">'
     ]
 
+    langs: dict[str | None, str] = {None: ""}  # the attribute of each language, escaped once
+
     def dc(name: str, value: str | None, lang: str | None = None) -> None:
         text = xml_text(value or "").strip()
         if text:
-            attr = f' xml:lang="{escape_xml(lang, quote=True)}"' if lang else ""
-            out.append(f"<dc:{name}{attr}>{escape_xml(text)}</dc:{name}>")
+            attr = langs.get(lang)
+            if attr is None:
+                attr = langs[lang] = f' xml:lang="{escape_xml(lang, quote=True)}"' if lang else ""
+            out.append(f"<dc:{name}{attr}>{escape_text(text)}</dc:{name}>")
 
     dc("title", sheet.title, sheet.language)
     if sheet.holder is not None:

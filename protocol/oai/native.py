@@ -44,12 +44,18 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 def xml_text(value: object) -> str:
     """Text safe for an XML 1.0 element (forbidden control characters dropped)."""
-    return _NOT_XML.sub("", str(value))
+    text = value if type(value) is str else str(value)
+    # Every forbidden character is non-printable: printable text (most of it) skips the regex.
+    return text if text.isprintable() else _NOT_XML.sub("", text)
 
 
 def escape_xml(value: object, *, quote: bool = False) -> str:
     """XML-escape text (and double quotes, for attribute values), dropping forbidden characters."""
-    text = xml_text(value)
+    return escape_text(xml_text(value), quote)
+
+
+def escape_text(text: str, quote: bool = False) -> str:
+    """Escape text already free of forbidden characters (each replace only when needed)."""
     if quote and '"' in text:
         text = text.replace("&", "&amp;").replace('"', "&quot;")
     elif "&" in text:
@@ -64,10 +70,21 @@ def escape_xml(value: object, *, quote: bool = False) -> str:
 
 
 def _write(out: list[str], data: Mapping[str, Any]) -> None:
+    append = out.append
     for key, value in data.items():
-        if isinstance(value, Mapping) and not value:
+        kind = type(value)
+        if kind is str:
+            append(f"<{key}>{escape_text(xml_text(value))}</{key}>")
+        elif kind is list:
+            name = LIST_ITEMS.get(key, key)
+            for item in value:
+                if type(item) is str:
+                    append(f"<{name}>{escape_text(xml_text(item))}</{name}>")
+                else:
+                    _write_one(out, name, item)
+        elif isinstance(value, Mapping) and not value:
             continue  # an object whose fields are all absent says nothing
-        if isinstance(value, list):
+        elif isinstance(value, list):
             name = LIST_ITEMS.get(key, key)
             for item in value:
                 _write_one(out, name, item)
@@ -101,11 +118,17 @@ def native_element(sheet: Sheet) -> etree._Element:
     return etree.fromstring(native_xml(sheet))
 
 
+def _localname(tag: str) -> str:
+    # What etree.QName(tag).localname says ("{ns}name" or "name"), without building a QName.
+    return tag[tag.rfind("}") + 1 :]
+
+
 def _read(element: etree._Element) -> Any:
-    children = [c for c in element if isinstance(c.tag, str)]
+    # Comments and processing instructions have a function as tag: elements only.
+    children = [c for c in element if type(c.tag) is str]
     if not children:
         text = element.text or ""
-        number = _NUMBERS.get(etree.QName(element).localname)
+        number = _NUMBERS.get(_localname(element.tag))
         if number is not None:
             try:
                 return number(text)
@@ -114,10 +137,11 @@ def _read(element: etree._Element) -> Any:
         return text
     out: dict[str, Any] = {}
     for child in children:
-        name = etree.QName(child).localname
+        name = _localname(child.tag)
         value = _read(child)
-        if name in _ITEM_LISTS:
-            out.setdefault(_ITEM_LISTS[name], []).append(value)
+        key = _ITEM_LISTS.get(name)
+        if key is not None:
+            out.setdefault(key, []).append(value)
         else:
             out[name] = value
     return out

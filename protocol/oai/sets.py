@@ -15,7 +15,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from protocol.sheet import Partner, Place, Sheet
@@ -81,21 +81,15 @@ def region_of(place: Place) -> str | None:
 def set_specs(sheet: Sheet, *, hub: bool = False, taxonomy: Taxonomy | None = None) -> tuple[str, ...]:
     """Every setSpec the sheet belongs to, ancestors included, in a stable order without duplicates."""
     tax = taxonomy or default_taxonomy()
-    specs: list[str] = []
+    # The theme part depends on the codes only: computed once per combination.
+    specs = dict.fromkeys(_theme_specs(tax, sheet.themes, sheet.subthemes))
 
     def add(*levels: str) -> None:
         for depth in range(1, len(levels) + 1):
             spec = ":".join(levels[:depth])
-            if spec not in specs and SET_SPEC.match(spec):
-                specs.append(spec)
+            if spec not in specs and _valid_spec(spec):
+                specs[spec] = None
 
-    themes, subthemes = tax.complete(sheet.themes, sheet.subthemes)
-    for theme in themes:
-        add("theme", theme)
-    for sub in subthemes:
-        parent = tax.subthemes[sub].parent
-        if parent:
-            add("theme", parent, sub)
     for place in sheet.places:
         region = region_of(place)
         if region and region in tax.regions:
@@ -107,6 +101,52 @@ def set_specs(sheet: Sheet, *, hub: bool = False, taxonomy: Taxonomy | None = No
         add("stage", sheet.stage.value)
     if hub:
         add("partner", partner_key(sheet.partner))
+    return tuple(specs)
+
+
+@lru_cache(maxsize=4096)
+def _valid_spec(spec: str) -> bool:
+    return SET_SPEC.match(spec) is not None
+
+
+# id(taxonomy) -> (taxonomy, {(themes, subthemes): specs}); a taxonomy holds dicts, so it is no
+# hashable key itself. Kept with its taxonomy (so the id is not reused) and bounded.
+_THEME_SPECS: dict[int, tuple[Taxonomy, dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]]]] = {}
+_THEME_SPECS_MAX = 4096
+
+
+def _theme_specs(tax: Taxonomy, themes: tuple[str, ...], subthemes: tuple[str, ...]) -> tuple[str, ...]:
+    entry = _THEME_SPECS.get(id(tax))
+    if entry is None or entry[0] is not tax:
+        if len(_THEME_SPECS) > 16:
+            _THEME_SPECS.clear()
+        entry = _THEME_SPECS[id(tax)] = (tax, {})
+    cache = entry[1]
+    key = (tuple(themes), tuple(subthemes))
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= _THEME_SPECS_MAX:
+            cache.clear()
+        found = cache[key] = _compute_theme_specs(tax, *key)
+    return found
+
+
+def _compute_theme_specs(tax: Taxonomy, themes: tuple[str, ...], subthemes: tuple[str, ...]) -> tuple[str, ...]:
+    specs: dict[str, None] = {}
+
+    def add(*levels: str) -> None:
+        for depth in range(1, len(levels) + 1):
+            spec = ":".join(levels[:depth])
+            if spec not in specs and _valid_spec(spec):
+                specs[spec] = None
+
+    tops, subs = tax.complete(themes, subthemes)
+    for theme in tops:
+        add("theme", theme)
+    for sub in subs:
+        parent = tax.subthemes[sub].parent
+        if parent:
+            add("theme", parent, sub)
     return tuple(specs)
 
 
