@@ -427,3 +427,25 @@ class IndexState(Model):
 
     class Meta:
         table = "index_state"
+
+
+class HubPushSource(Model):
+    """A harvested Essaim node whose actor the hub follows: its Create / Update / Delete are ingested live.
+
+    ``repo_id`` is the node's OAI ``repositoryIdentifier`` (from Identify): a pushed sheet is keyed by
+    ``oai:{repo_id}:{local_id}``, the very identifier the harvest uses, so push and harvest write one row.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=128, unique=True)
+    actor = fields.CharField(max_length=512, db_index=True)
+    repo_id = fields.CharField(max_length=255)
+    follow_id = fields.CharField(max_length=512, null=True)
+    followed = fields.BigIntField(default=0)
+    baseline = fields.BigIntField(default=0)  # end of the first complete harvest after the follow
+    pushed = fields.BigIntField(default=0)  # activities ingested
+    last_push = fields.BigIntField(default=0)
+    last_error = fields.TextField(null=True)
+
+    class Meta:
+        table = "hub_push_source"

@@ -1,0 +1,33 @@
+from tortoise import fields, migrations
+from tortoise.migrations import operations as ops
+
+
+class Migration(migrations.Migration):
+    dependencies = [("node", "0007_index_queue")]
+
+    initial = False
+
+    operations = [
+        ops.CreateModel(
+            name="HubPushSource",
+            fields=[
+                ("id", fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ("source", fields.CharField(unique=True, max_length=128)),
+                ("actor", fields.CharField(max_length=512, db_index=True)),
+                ("repo_id", fields.CharField(max_length=255)),
+                ("follow_id", fields.CharField(null=True, max_length=512)),
+                ("followed", fields.BigIntField(default=0)),
+                ("baseline", fields.BigIntField(default=0)),
+                ("pushed", fields.BigIntField(default=0)),
+                ("last_push", fields.BigIntField(default=0)),
+                ("last_error", fields.TextField(null=True, unique=False)),
+            ],
+            options={
+                "table": "hub_push_source",
+                "app": "node",
+                "pk_attr": "id",
+                "table_description": "An Essaim node whose actor the hub follows (real-time ingest).",
+            },
+            bases=["Model"],
+        ),
+    ]
