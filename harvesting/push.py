@@ -135,9 +135,7 @@ class PushIngest:
         )
         return True
 
-    async def _delete(
-        self, store: SheetStore, activity: Any, document: dict[str, Any], tx: BaseDBAsyncClient
-    ) -> bool:
+    async def _delete(self, store: SheetStore, activity: Any, document: dict[str, Any], tx: BaseDBAsyncClient) -> bool:
         # The node's URI is a uuid of its local id: found back through the provenance (push and harvest both
         # record it as sheetId), JSON written with sorted keys and ", " / ": " separators.
         pattern = f'%"sheetId": "{_like(activity.object_id)}"%'

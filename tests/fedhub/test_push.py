@@ -12,9 +12,11 @@ import pytest
 
 from federation.hubpush import push_status, sync_follows
 from harvesting.push import divergence
-from tests.fedhub.support import running_hub, hub_settings
 from tests.federation.conftest import Node, free_port
+from tests.fedhub.support import hub_settings, running_hub
 from tests.search.hub_support import eventually
+
+OAI_ID = "oai:localhost.localdomain:projet-"  # the node's identifiers (Identify's repositoryIdentifier)
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ async def test_push_reaches_search_and_the_harvest_confirms_it(node: Node, ports
         await node.ctl("upsert", n=2, title="Jardin partagé de Kermoal")
         await eventually(lambda: _eq(hub.found(q="Kermoal"), 1), within=10)
         rows = await _rows(hub, key)
-        assert [r["local_id"] for r in rows] == ["oai:localhost.localdomain:projet-1", "oai:localhost.localdomain:projet-2"]
+        assert [r["local_id"] for r in rows] == [f"{OAI_ID}1", f"{OAI_ID}2"]
         pushed = json.loads(rows[1]["provenance"])
         assert pushed["via"] == "activitypub" and pushed["sheetId"].startswith(node.base)
 
@@ -104,7 +106,7 @@ async def test_hub_down_during_a_push_catches_up_through_the_harvest(
         assert len(await _rows(hub, key)) == 2  # nothing lost, nothing doubled
         status = await push_status(hub.fed, divergence)
         assert status[0]["repaired_by_harvest"] == 2, status
-        assert sorted(status[0]["repaired"]) == ["oai:localhost.localdomain:projet-1", "oai:localhost.localdomain:projet-2"]
+        assert sorted(status[0]["repaired"]) == [f"{OAI_ID}1", f"{OAI_ID}2"]
         # push works again after the restart
         await node.ctl("upsert", n=3, title="Recyclerie de Brest")
         await eventually(lambda: _eq(hub.found(q="Recyclerie"), 1), within=10)
