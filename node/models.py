@@ -449,3 +449,32 @@ class HubPushSource(Model):
 
     class Meta:
         table = "hub_push_source"
+
+
+class HubFeedQueue(Model):
+    """A harvested or pushed sheet changed (by URI): the hub's feed actors announce or withdraw it.
+
+    Filled by a sheet listener in the writing transaction, drained after the commit, when the
+    sheet's provenance (the node's own URI, which the feeds announce) is written too.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    sheet_uri = fields.CharField(max_length=512)
+    enqueued = fields.BigIntField()
+
+    class Meta:
+        table = "hub_feed_queue"
+
+
+class HubSavedSearch(Model):
+    """A saved search of the hub, followable as the feed actor ``/feeds/{code}`` (``query``: a query string)."""
+
+    id = fields.BigIntField(primary_key=True)
+    code = fields.CharField(max_length=64, unique=True)
+    username = fields.CharField(max_length=100, unique=True)
+    label = fields.CharField(max_length=255)
+    query = fields.TextField()
+    created = fields.BigIntField()
+
+    class Meta:
+        table = "hub_saved_search"

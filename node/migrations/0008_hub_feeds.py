@@ -30,4 +30,37 @@ class Migration(migrations.Migration):
             },
             bases=["Model"],
         ),
+        ops.CreateModel(
+            name="HubFeedQueue",
+            fields=[
+                ("id", fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ("sheet_uri", fields.CharField(max_length=512)),
+                ("enqueued", fields.BigIntField()),
+            ],
+            options={
+                "table": "hub_feed_queue",
+                "app": "node",
+                "pk_attr": "id",
+                "table_description": "A harvested or pushed sheet changed: the hub feed actors look at it.",
+            },
+            bases=["Model"],
+        ),
+        ops.CreateModel(
+            name="HubSavedSearch",
+            fields=[
+                ("id", fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ("code", fields.CharField(unique=True, max_length=64)),
+                ("username", fields.CharField(unique=True, max_length=100)),
+                ("label", fields.CharField(max_length=255)),
+                ("query", fields.TextField(unique=False)),
+                ("created", fields.BigIntField()),
+            ],
+            options={
+                "table": "hub_saved_search",
+                "app": "node",
+                "pk_attr": "id",
+                "table_description": "A saved search with its own feed actor (a normalised search query string).",
+            },
+            bases=["Model"],
+        ),
     ]
