@@ -59,7 +59,14 @@ async def fedhub_ctx(app: web.Application) -> AsyncIterator[None]:
         if conf.push:
             fed.content_handler = PushIngest(ctx.db, hub_base_url=settings.base_url, count=ctx.count)
             tasks.append(asyncio.create_task(run_follow_loop(fed, conf.follow_interval), name="hub follows nodes"))
-        feeds = HubFeeds(fed, regions=conf.regions, search_matcher=search_matcher if conf.saved_searches else None)
+        from essaim.app import oai_config
+
+        feeds = HubFeeds(
+            fed,
+            regions=conf.regions,
+            search_matcher=search_matcher if conf.saved_searches else None,
+            relay_repo_id=oai_config(settings).repo_id if conf.relay else None,
+        )
         if conf.saved_searches:
             await feeds.load_searches()
         worker = HubFeedWorker(feeds, poll=max(0.1, settings.federation.poll))

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +32,9 @@ from federation.actors import LocalActor, slug
 from federation.outbox import _withdraw
 from federation.service import Federation
 from node.storage import Change, SheetStore
-from protocol.activitypub.activities import announce_activity
+from protocol.activitypub.activities import announce_activity, create_activity, delete_activity, update_activity
+from protocol.activitypub.objects import sheet_note
+from protocol.oai.identifiers import make_identifier
 from protocol.sheet import Sheet
 from protocol.taxonomy import Taxonomy
 
@@ -39,6 +42,7 @@ log = logging.getLogger("essaim.federation.hubfeeds")
 
 REGION_PREFIX = "region-"
 SEARCH_PREFIX = "search-"
+RELAY = "relay"
 ALL = "*"
 
 SearchMatcher = Callable[[str, Sheet], bool]  # (saved query string, sheet) -> matches
@@ -81,7 +85,15 @@ def search_actor(base_url: str, hub_name: str, row: dict[str, Any]) -> LocalActo
 class HubFeeds:
     """Which feed actors a sheet belongs to; installs the queue listener and the saved searches."""
 
-    def __init__(self, fed: Federation, *, regions: list[str], search_matcher: SearchMatcher | None) -> None:
+    def __init__(
+        self,
+        fed: Federation,
+        *,
+        regions: list[str],
+        search_matcher: SearchMatcher | None,
+        relay_repo_id: str | None = None,
+    ) -> None:
+        """``relay_repo_id``: the hub's own OAI ``repositoryIdentifier``, to run the relay actor (None: no relay)."""
         self.fed = fed
         self.themes = [code for code in fed.feeds]  # the [federation] feeds of the hub: theme codes
         self.regions = region_codes(regions, fed.taxonomy)
@@ -89,6 +101,18 @@ class HubFeeds:
         self.searches: dict[str, str] = {}  # code -> query string
         for code in self.regions:
             self._add(region_actor(fed.base_url, fed.identity.name, code, fed.taxonomy))
+        self.relay_repo_id = relay_repo_id
+        self.relay: LocalActor | None = None
+        if relay_repo_id is not None:
+            self.relay = LocalActor(
+                id=f"{fed.base_url}/feeds/{RELAY}",
+                username=RELAY,
+                name=f"{fed.identity.name} · relais",
+                summary_text=f"Toutes les fiches projets réunies par {fed.identity.name}, pour d'autres hubs.",
+                profile_url=f"{fed.base_url}/feeds/{RELAY}",
+                feed=RELAY,
+            )
+            self._add(self.relay)
 
     def _add(self, actor: LocalActor) -> None:
         taken = {a.username.lower() for a in self.fed.local_actors() if a.id != actor.id}
@@ -130,6 +154,15 @@ class HubFeeds:
 
         listener.essaim_hub_feeds = True  # type: ignore[attr-defined]
         return listener
+
+
+def make_code(label: str, taken: set[str]) -> str:
+    base = f"{SEARCH_PREFIX}{slug(label)[:40].strip('-') or 'recherche'}"
+    code, n = base, 1
+    while code in taken:
+        n += 1
+        code = f"{base}-{n}"
+    return code
 
 
 class HubFeedWorker:
@@ -177,7 +210,7 @@ class HubFeedWorker:
     async def _one(self, uri: str, inboxes: dict[str, list[str]], tx: BaseDBAsyncClient) -> None:
         fed = self.fed
         row = await fed.db.fetchone(
-            "SELECT uri, local_id, stamp, deleted, data, provenance FROM sheet WHERE uri = ?", [uri], conn=tx
+            "SELECT uri, source, local_id, stamp, deleted, data, provenance FROM sheet WHERE uri = ?", [uri], conn=tx
         )
         item = SheetStore._decode(row) if row is not None else None  # read in tx: no second connection
         sheet = item if isinstance(item, Sheet) else None
@@ -185,6 +218,9 @@ class HubFeedWorker:
         announced_rows = await fed.db.fetch("SELECT feed FROM ap_feed_item WHERE sheet_uri = ?", [uri], conn=tx)
         announced = {str(r["feed"]) for r in announced_rows} & set(fed.feeds)
         provenance = json.loads(row["provenance"]) if row is not None and row["provenance"] else {}
+        if self.feeds.relay is not None and row is not None:
+            await self._relay(self.feeds.relay, row, sheet, provenance, RELAY in announced, inboxes, tx)
+        announced.discard(RELAY)
         # The node's own object when the sheet came from an Essaim node (replies then reach its owner).
         target = str(provenance.get("sheetId") or uri)
         now = datetime.fromtimestamp(fed.now(), UTC)
@@ -211,11 +247,55 @@ class HubFeedWorker:
             await _withdraw(fed, fed.feeds[code], uri, await self._followers(code, inboxes, tx), tx, undo=True)
             fed.count("hub_feed_withdrawals_total")
 
-
-def make_code(label: str, taken: set[str]) -> str:
-    base = f"{SEARCH_PREFIX}{slug(label)[:40].strip('-') or 'recherche'}"
-    code, n = base, 1
-    while code in taken:
-        n += 1
-        code = f"{base}-{n}"
-    return code
+    async def _relay(
+        self,
+        relay: LocalActor,
+        row: dict[str, Any],
+        sheet: Sheet | None,
+        provenance: dict[str, Any],
+        relayed: bool,
+        inboxes: dict[str, list[str]],
+        tx: BaseDBAsyncClient,
+    ) -> None:
+        """Another hub following the relay gets every record as Create / Update / Delete of our copy, keyed
+        by our OAI identifier (the key its harvest of our OAI-PMH uses), with our provenance."""
+        fed, uri = self.fed, str(row["uri"])
+        assert self.feeds.relay_repo_id is not None
+        identifier = make_identifier(self.feeds.relay_repo_id, str(row["source"]), str(row["local_id"]))
+        when = datetime.fromtimestamp(int(row["stamp"]), UTC)
+        activity: dict[str, Any] | None = None
+        if sheet is not None:
+            note = sheet_note(
+                replace(sheet, local_id=identifier),
+                actor_id=relay.id,
+                followers_url=relay.followers_url,
+                base_url=fed.base_url,
+                taxonomy=fed.taxonomy,
+            )
+            note["oaiProvenance"] = provenance
+            if relayed:
+                activity = update_activity(note, activity_id=fed.new_activity_id(), actor_id=relay.id, updated=when)
+            else:
+                activity = create_activity(note, activity_id=fed.new_activity_id(), actor_id=relay.id)
+        elif relayed:
+            activity = delete_activity(
+                uri,
+                activity_id=fed.new_activity_id(),
+                actor_id=relay.id,
+                followers_url=relay.followers_url,
+                deleted=when,
+            )
+        if activity is None:
+            return
+        pk = await fed.record_activity(activity, conn=tx, public=False)
+        await fed.db.execute("DELETE FROM ap_feed_item WHERE feed = ? AND sheet_uri = ?", [RELAY, uri], conn=tx)
+        if sheet is not None:
+            await fed.db.execute(
+                "INSERT INTO ap_feed_item (feed, sheet_uri, activity_id, created) VALUES (?, ?, ?, ?)",
+                [RELAY, uri, pk, fed.now()],
+                conn=tx,
+            )
+        targets = await self._followers(RELAY, inboxes, tx)
+        if targets:
+            await fed.enqueue(pk, targets, conn=tx)
+        fed.count("hub_relay_activities_total")

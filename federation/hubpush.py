@@ -25,6 +25,8 @@ from protocol.oai.namespaces import OAI_IDENTIFIER, qn
 
 log = logging.getLogger("essaim.federation.hubpush")
 
+RELAY = "relay"  # the code of a hub's relay actor: /feeds/relay, handle relay@host
+
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
@@ -46,14 +48,22 @@ async def follow_source(fed: Federation, row: dict[str, Any]) -> dict[str, Any]:
     """Follow the node behind one ``harvest_source`` row; returns its ``hub_push_source`` row."""
     oai_url = str(row["base_url"])
     repo_id = await repository_identifier(fed, oai_url)
-    actor = f"{site_of(oai_url)}/actor"
+    site = site_of(oai_url)
+    # Another hub: its relay actor (every record it holds, keyed by its own OAI identifiers); a node: its actor.
+    kind, actor = "relay", f"{site}/feeds/{RELAY}"
+    try:
+        document = await fed.fetch_json(actor)
+        if document.get("id") != actor:
+            raise ValueError("not an actor")
+    except (OutboundError, ValueError):
+        kind, actor = "node", f"{site}/actor"
     follow_id = await follow(fed, actor)  # fetches the actor first: a node without ActivityPub fails here
     async with fed.db.transaction() as tx:
         await fed.db.execute("DELETE FROM hub_push_source WHERE source = ?", [row["key"]], conn=tx)
         await fed.db.execute(
-            "INSERT INTO hub_push_source (source, actor, repo_id, follow_id, followed, baseline, pushed, last_push)"
-            " VALUES (?, ?, ?, ?, ?, 0, 0, 0)",
-            [row["key"], actor, repo_id, follow_id, fed.now()],
+            "INSERT INTO hub_push_source (source, actor, kind, repo_id, follow_id, followed, baseline, pushed,"
+            " last_push) VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0)",
+            [row["key"], actor, kind, repo_id, follow_id, fed.now()],
             conn=tx,
         )
     log.info("hub follows a source", extra={"event": "hubpush.followed", "source": row["key"], "actor": actor})
@@ -115,6 +125,7 @@ async def push_status(fed: Federation, divergence: Any) -> list[dict[str, Any]]:
         item = {
             "source": row["source"],
             "actor": row["actor"],
+            "kind": row["kind"],
             "repository_identifier": row["repo_id"],
             "follow": row["follow_status"] or "none",
             "pushed": int(row["pushed"]),

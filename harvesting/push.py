@@ -33,7 +33,7 @@ from harvesting.normalise import Normaliser, rules_of
 from node.db import Database
 from node.storage import SheetStore
 from protocol.activitypub import parser as ap
-from protocol.oai.identifiers import make_identifier
+from protocol.oai.identifiers import make_identifier, parse_identifier
 from protocol.oai.namespaces import ESSAIM
 from protocol.sheet import format_datestamp
 
@@ -68,8 +68,8 @@ class PushIngest:
 
     async def __call__(self, activity: Any, document: dict[str, Any], tx: BaseDBAsyncClient) -> None:
         row = await self.db.fetchone(
-            "SELECT p.source, p.repo_id, s.name FROM hub_push_source p JOIN harvest_source s ON s.key = p.source"
-            " WHERE p.actor = ?",
+            "SELECT p.source, p.repo_id, p.kind, s.name FROM hub_push_source p"
+            " JOIN harvest_source s ON s.key = p.source WHERE p.actor = ?",
             [activity.actor],
             conn=tx,
         )
@@ -81,7 +81,7 @@ class PushIngest:
         if isinstance(activity, ap.Delete):
             written = await self._delete(store, activity, document, tx)
         else:
-            written = await self._upsert(store, repo_id, activity, tx)
+            written = await self._upsert(store, repo_id, str(row["kind"]), activity, document, tx)
         if written:
             await self.db.execute(
                 "UPDATE hub_push_source SET pushed = pushed + 1, last_push = ? WHERE source = ?",
@@ -89,12 +89,31 @@ class PushIngest:
                 conn=tx,
             )
 
-    async def _upsert(self, store: SheetStore, repo_id: str, activity: Any, tx: BaseDBAsyncClient) -> bool:
+    async def _upsert(
+        self,
+        store: SheetStore,
+        repo_id: str,
+        kind: str,
+        activity: Any,
+        document: dict[str, Any],
+        tx: BaseDBAsyncClient,
+    ) -> bool:
         sheet = activity.object.sheet
         if sheet is None:  # a plain Note from a node actor: nothing to index
             log.info("push ignored", extra={"event": "push.ignored", "actor": activity.actor, "reason": "no sheet"})
             return False
-        identifier = make_identifier(repo_id, "", sheet.local_id)
+        if kind == "relay":
+            # Another hub's relay names each record by its identifier in that hub's OAI-PMH repository,
+            # which is what our harvest of that hub keys it by; it must be one of that repository's.
+            if parse_identifier(repo_id, sheet.local_id) is None:
+                log.warning(
+                    "push refused",
+                    extra={"event": "push.refused", "actor": activity.actor, "identifier": sheet.local_id[:200]},
+                )
+                return False
+            identifier = sheet.local_id
+        else:
+            identifier = make_identifier(repo_id, "", sheet.local_id)
         datestamp = format_datestamp(sheet.datestamp) if sheet.datestamp else _iso(self.clock())
         before = (await store.provenance_of([identifier], conn=tx)).get(identifier, {})
         if str(before.get("datestamp") or "") > datestamp:  # an older version overtaken by a newer one
@@ -119,6 +138,7 @@ class PushIngest:
                     "sheetId": sheet.id,
                     "via": VIA,
                     "activity": activity.id,
+                    **_origin(document),
                 }
             },
             tx=tx,
@@ -176,6 +196,16 @@ def tombstone_datestamp(document: dict[str, Any]) -> str | None:
     obj = document.get("object")
     deleted = obj.get("deleted") if isinstance(obj, dict) else None
     return deleted if isinstance(deleted, str) and len(deleted) <= 40 else None
+
+
+def _origin(document: dict[str, Any]) -> dict[str, Any]:
+    """A relayed record's provenance on the relaying hub, kept as ours's ``originDescription`` (OAI
+    provenance guidelines: the chain node → regional hub → this hub)."""
+    obj = document.get("object")
+    origin = obj.get("oaiProvenance") if isinstance(obj, dict) else None
+    if not isinstance(origin, dict) or len(json.dumps(origin)) > 16_384:
+        return {}
+    return {"originDescription": origin}
 
 
 def _like(text: str) -> str:

@@ -439,6 +439,7 @@ class HubPushSource(Model):
     id = fields.BigIntField(primary_key=True)
     source = fields.CharField(max_length=128, unique=True)
     actor = fields.CharField(max_length=512, db_index=True)
+    kind = fields.CharField(max_length=16, default="node")  # node (its actor) | relay (another hub's relay)
     repo_id = fields.CharField(max_length=255)
     follow_id = fields.CharField(max_length=512, null=True)
     followed = fields.BigIntField(default=0)

@@ -14,6 +14,7 @@ class Migration(migrations.Migration):
                 ("id", fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
                 ("source", fields.CharField(unique=True, max_length=128)),
                 ("actor", fields.CharField(max_length=512, db_index=True)),
+                ("kind", fields.CharField(default="node", max_length=16)),
                 ("repo_id", fields.CharField(max_length=255)),
                 ("follow_id", fields.CharField(null=True, max_length=512)),
                 ("followed", fields.BigIntField(default=0)),

@@ -21,7 +21,7 @@ from tests.search.hub_support import FAST_SEARCH, skip_without_typesense
 FAST_FEDERATION = {"retry_base": 0.2, "poll": 0.1, "lease": 5, "signature_max_age": 300, "page_size": 5}
 
 
-def hub_settings(directory: Path, port: int, allow: list[int], **sections: Any) -> Settings:
+def hub_settings(directory: Path | str, port: int, allow: list[int], **sections: Any) -> Settings:
     values: dict[str, Any] = {
         "role": "hub",
         "data_dir": str(directory),
