@@ -199,7 +199,9 @@ class HubFeedWorker:
             inboxes: dict[str, list[str]] = {}
             for uri in dict.fromkeys(str(r["sheet_uri"]) for r in rows):
                 await self._one(uri, inboxes, tx)
-            await db.execute("DELETE FROM hub_feed_queue WHERE id <= ?", [rows[-1]["id"]], conn=tx)
+            # exactly the rows read: on PostgreSQL a lower id may still be committing (ids are not commit order)
+            ids = [int(r["id"]) for r in rows]
+            await db.execute(f"DELETE FROM hub_feed_queue WHERE id IN ({', '.join('?' for _ in ids)})", ids, conn=tx)
         return len(rows)
 
     async def _followers(self, code: str, inboxes: dict[str, list[str]], tx: BaseDBAsyncClient) -> list[str]:

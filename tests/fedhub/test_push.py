@@ -12,7 +12,7 @@ import pytest
 
 from federation.hubpush import push_status, sync_follows
 from harvesting.push import divergence
-from tests.federation.conftest import Node, free_port
+from tests.federation.conftest import Node, database_for, free_port
 from tests.fedhub.support import hub_settings, running_hub
 from tests.search.hub_support import eventually
 
@@ -42,9 +42,17 @@ async def _rows(running, source: str) -> list[dict]:  # type: ignore[no-untyped-
     )
 
 
-async def test_push_reaches_search_and_the_harvest_confirms_it(node: Node, ports: dict[str, int], tmp_path: Path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def hub_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    with database_for(request.param, "fedhub") as url:
+        yield url
+
+
+async def test_push_reaches_search_and_the_harvest_confirms_it(
+    node: Node, ports: dict[str, int], tmp_path: Path, hub_database: str
+) -> None:
     await node.ctl("upsert", n=1, title="Ruche pédagogique de Kerbrat")
-    settings = hub_settings(tmp_path / "hub", ports["hub"], [ports["node"]])
+    settings = hub_settings(tmp_path / "hub", ports["hub"], [ports["node"]], database_url=hub_database)
     async with running_hub(settings) as hub:
         source = await hub.hub.register(node.base)
         key = source["key"]
