@@ -51,6 +51,10 @@ async def _with_db(settings: Settings, work: Callable[[Any], Awaitable[Any]], *,
         from search.indexer import install_queue
 
         install_queue(db)
+        if settings.federation.enabled:  # and the hub's feed actors (announced by the running server)
+            from federation.hubfeeds import install_feed_queue
+
+            install_feed_queue(db)
     try:
         return await work(db)
     finally:

@@ -19,7 +19,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from essaim.settings import Settings
-from federation.hubfeeds import HubFeeds, HubFeedWorker, make_code
+from federation.hubfeeds import HubFeeds, HubFeedWorker, install_feed_queue, make_code
 from federation.hubpush import push_status, run_follow_loop, sync_follows
 from federation.service import FEDERATION, Federation
 from harvesting.push import PushIngest, divergence
@@ -70,7 +70,7 @@ async def fedhub_ctx(app: web.Application) -> AsyncIterator[None]:
         if conf.saved_searches:
             await feeds.load_searches()
         worker = HubFeedWorker(feeds, poll=max(0.1, settings.federation.poll))
-        ctx.db.sheet_listeners.append(feeds.listener(worker.wake))
+        install_feed_queue(ctx.db, worker.wake)
         app[HUB_FEEDS] = feeds
         tasks.append(asyncio.create_task(worker.run(), name="hub feed actors"))
     yield

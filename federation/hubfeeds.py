@@ -31,6 +31,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from federation.actors import LocalActor, slug
 from federation.outbox import _withdraw
 from federation.service import Federation
+from node.db import Database
 from node.storage import Change, SheetStore
 from protocol.activitypub.activities import announce_activity, create_activity, delete_activity, update_activity
 from protocol.activitypub.objects import sheet_note
@@ -142,18 +143,25 @@ class HubFeeds:
     def codes(self) -> list[str]:
         return [*self.themes, *(f"{REGION_PREFIX}{c}" for c in self.regions), *self.searches]
 
-    def listener(self, wake: asyncio.Event) -> Any:
-        """The ``Database.sheet_listeners`` entry: harvested and pushed changes queued in the writing tx."""
-        db = self.fed.db
 
-        async def listener(tx: BaseDBAsyncClient, changes: Sequence[Change]) -> None:
-            rows = [(c.uri, int(c.stamp)) for c in changes if c.source]
-            if rows:
-                await db.executemany("INSERT INTO hub_feed_queue (sheet_uri, enqueued) VALUES (?, ?)", rows, conn=tx)
+def install_feed_queue(db: Database, wake: asyncio.Event | None = None) -> None:
+    """Queue every harvested or pushed change for the hub's feed actors, in the writing transaction.
+
+    Installed by the hub's server (with its worker's ``wake``) and by the hub's commands that write
+    sheets (``essaim hub harvest``): the running server's worker drains the queue either way.
+    Idempotent: a second call replaces the first listener.
+    """
+
+    async def listener(tx: BaseDBAsyncClient, changes: Sequence[Change]) -> None:
+        rows = [(c.uri, int(c.stamp)) for c in changes if c.source]
+        if rows:
+            await db.executemany("INSERT INTO hub_feed_queue (sheet_uri, enqueued) VALUES (?, ?)", rows, conn=tx)
+            if wake is not None:
                 wake.set()
 
-        listener.essaim_hub_feeds = True  # type: ignore[attr-defined]
-        return listener
+    listener.essaim_hub_feeds = True  # type: ignore[attr-defined]
+    db.sheet_listeners[:] = [x for x in db.sheet_listeners if not getattr(x, "essaim_hub_feeds", False)]
+    db.sheet_listeners.append(listener)
 
 
 def make_code(label: str, taken: set[str]) -> str:
