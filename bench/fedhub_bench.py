@@ -154,6 +154,7 @@ async def bench(changes: int, rate: float, peer_changes: int, followers: int) ->
         [node_port, *receiver_ports],
         federation={"feeds": ["ENV"], "workers": 32, "per_host": 8},
         search={"poll": 0.05},
+        fedhub={"follow_interval": 3600.0},  # the bench follows the node itself (and unfollows it for the peer)
     )
     client = TestClient(TestServer(build_app(settings), host="127.0.0.1", port=hub_port))
     await client.start_server()
