@@ -271,6 +271,9 @@ class HubFeedWorker:
         by our OAI identifier (the key its harvest of our OAI-PMH uses), with our provenance."""
         fed, uri = self.fed, str(row["uri"])
         assert self.feeds.relay_repo_id is not None
+        targets = await self._followers(RELAY, inboxes, tx)
+        if not targets:  # no hub follows the relay: nothing to record (a later follower's harvest has it all)
+            return
         identifier = make_identifier(self.feeds.relay_repo_id, str(row["source"]), str(row["local_id"]))
         when = datetime.fromtimestamp(int(row["stamp"]), UTC)
         activity: dict[str, Any] | None = None
@@ -287,7 +290,7 @@ class HubFeedWorker:
                 activity = update_activity(note, activity_id=fed.new_activity_id(), actor_id=relay.id, updated=when)
             else:
                 activity = create_activity(note, activity_id=fed.new_activity_id(), actor_id=relay.id)
-        elif relayed:
+        elif row["deleted"]:  # also when never relayed: the follower may hold it from its harvest of us
             activity = delete_activity(
                 uri,
                 activity_id=fed.new_activity_id(),
@@ -305,7 +308,5 @@ class HubFeedWorker:
                 [RELAY, uri, pk, fed.now()],
                 conn=tx,
             )
-        targets = await self._followers(RELAY, inboxes, tx)
-        if targets:
-            await fed.enqueue(pk, targets, conn=tx)
+        await fed.enqueue(pk, targets, conn=tx)
         fed.count("hub_relay_activities_total")
