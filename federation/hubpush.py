@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from lxml import etree
+from tortoise.exceptions import IntegrityError
 
 from federation.follow import follow
 from federation.service import Federation
@@ -82,16 +83,32 @@ async def sync_follows(fed: Federation, key: str | None = None) -> list[dict[str
         [True, key] if key else [True],
     )
     out = []
-    for row in rows:
-        try:
-            out.append(await follow_source(fed, row))
-        except (OutboundError, ValueError, etree.XMLSyntaxError) as exc:
-            log.warning(
-                "cannot follow a source",
-                extra={"event": "hubpush.follow_failed", "source": row["key"], "error": str(exc)[:300]},
+    async with _lock(fed):  # the background loop and an explicit call: one Follow per source
+        for row in rows:
+            again = await fed.db.fetchone(
+                "SELECT * FROM hub_push_source WHERE source = ? AND follow_id IS NOT NULL", [row["key"]]
             )
+            if again is not None:  # followed meanwhile (by the other caller)
+                out.append(again)
+                continue
+            try:
+                out.append(await follow_source(fed, row))
+            except IntegrityError:  # another hub process sharing the database followed it at once
+                log.info("source followed elsewhere", extra={"event": "hubpush.raced", "source": row["key"]})
+            except (OutboundError, ValueError, etree.XMLSyntaxError) as exc:
+                log.warning(
+                    "cannot follow a source",
+                    extra={"event": "hubpush.follow_failed", "source": row["key"], "error": str(exc)[:300]},
+                )
     await _baselines(fed)
     return out
+
+
+_LOCKS: dict[int, asyncio.Lock] = {}
+
+
+def _lock(fed: Federation) -> asyncio.Lock:
+    return _LOCKS.setdefault(id(fed), asyncio.Lock())
 
 
 async def _baselines(fed: Federation) -> None:
