@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 
 from aiohttp import web
@@ -53,9 +54,12 @@ async def main(directory: str, port: int, allow: str, sections: str) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    # SIGTERM ends the wait, so the cleanup runs and stops the hub's embedded Typesense (no orphan)
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     print(json.dumps({"port": port}), flush=True)
     try:
-        await asyncio.Event().wait()
+        await stopping.wait()
     finally:
         await runner.cleanup()
 
