@@ -202,6 +202,11 @@ def build_app(settings: Settings, *, migrate: bool = True) -> web.Application:
         # Before the scheduler: the index queue listener is installed before any harvest writes.
         app.cleanup_ctx.append(search_context(search_config(settings)))
         app.cleanup_ctx.append(scheduler_ctx)
+        from essaim.fedhub import fedhub_ctx, saved_routes
+
+        app.cleanup_ctx.append(fedhub_ctx)
+        if settings.federation.enabled:
+            app.add_routes(saved_routes)  # /feeds/searches: saved-search feed actors
         app.add_routes(hub_admin_routes)
         setup_search_http(app)
     app.add_routes(api.routes)

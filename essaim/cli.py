@@ -51,6 +51,10 @@ async def _with_db(settings: Settings, work: Callable[[Any], Awaitable[Any]], *,
         from search.indexer import install_queue
 
         install_queue(db)
+        if settings.federation.enabled:  # and the hub's feed actors (announced by the running server)
+            from federation.hubfeeds import install_feed_queue
+
+            install_feed_queue(db)
     try:
         return await work(db)
     finally:
@@ -386,7 +390,12 @@ def cmd_hub_sources(args: argparse.Namespace) -> int:
                         max_pages=args.max_pages,
                         partner=args.partner,
                     )
-                return await hub.register(args.url, name=args.name, prefix=args.prefix, interval=interval, key=args.key)
+                row = await hub.register(args.url, name=args.name, prefix=args.prefix, interval=interval, key=args.key)
+                if row["kind"] == "essaim":  # the hub follows the node's actor: its changes arrive live
+                    from essaim.fedhub import follow_new_source
+
+                    row = {**row, "followed": [f["actor"] for f in await follow_new_source(settings, db, row["key"])]}
+                return row
             if action == "remove":
                 return await hub.registry.remove(args.key)
             return await hub.registry.all()
@@ -398,6 +407,8 @@ def cmd_hub_sources(args: argparse.Namespace) -> int:
     if action == "add":
         where = f"{result['base_url']}, {result['prefix']}"
         print(f"added {result['key']}: {result['name']} ({where}), every {result['interval']} s")
+        for actor in result.get("followed", []):
+            print(f"following {actor}: its Create / Update / Delete are ingested as they happen")
     elif action == "remove":
         if not result:
             raise CliError(f"no source {args.key!r}")
@@ -655,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     from essaim.cli_hub import add_crosswalk_parsers, add_rules_parsers
 
     add_crosswalk_parsers(hub, common)
+    from essaim.cli_fedhub import add_fedhub_parsers
+
+    add_fedhub_parsers(hub, common)
     add_rules_parsers(hub)
     p = hub.add_parser("reindex", parents=[common], help="rebuild the search index from the database (no downtime)")
     p.add_argument("--batch", type=int, default=1000, help="sheets per import batch")

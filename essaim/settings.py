@@ -121,6 +121,18 @@ class WebSettings:
 
 
 @dataclass
+class FedhubSettings:
+    """The hub on the fediverse (``role = hub`` with federation enabled): live ingest and hub feed actors."""
+
+    push: bool = True  # follow every registered Essaim node and ingest its Create / Update / Delete
+    follow_interval: float = 60.0  # seconds between two looks for registered nodes not followed yet
+    regions: list[str] = field(default_factory=list)  # INSEE région codes with a feed actor; ["*"] = all
+    saved_searches: bool = True  # anyone may create a saved-search feed actor from a search query string
+    max_saved_searches: int = 1000  # refuse new saved searches beyond this many
+    relay: bool = True  # the relay actor (/relay) other hubs follow
+
+
+@dataclass
 class Settings:
     role: str = "node"  # node | hub
     data_dir: str = "var/node"
@@ -143,6 +155,7 @@ class Settings:
     federation: FederationSettings = field(default_factory=FederationSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    fedhub: FedhubSettings = field(default_factory=FedhubSettings)
     config_file: str = ""  # where these settings were read from (informational)
 
     @property

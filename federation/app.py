@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from federation import admin
+from federation import admin, feedpages
 from federation.config import FederationSettings, Identity
 from federation.delivery import DeliveryWorker
 from federation.http import routes, sheet_negotiation
@@ -33,6 +33,7 @@ def setup_federation(
     if not conf.enabled:
         return
     app.middlewares.append(sheet_negotiation)
+    app.add_routes(feedpages.routes)
     app.add_routes(routes)
     app.add_routes(admin.routes)
 

@@ -264,7 +264,10 @@ async def handle(fed: Federation, activity: Any, document: dict[str, Any], key: 
                 ],
                 conn=tx,
             )
-    # Create / Update / Delete / Announce of content: kept in ap_inbox (persisted above).
+    elif isinstance(activity, ap.Create | ap.Update | ap.Delete) and fed.content_handler is not None:
+        # On a hub: a followed node's sheet, ingested like a harvested record (harvesting.push).
+        await fed.content_handler(activity, document, tx)
+    # Otherwise Create / Update / Delete / Announce of content: kept in ap_inbox (persisted above).
 
 
 async def send_accept(fed: Federation, local: LocalActor, follow: dict[str, Any], inbox: str, tx: Any) -> None:

@@ -55,6 +55,9 @@ class Federation:
     wake: Any = None  # an asyncio.Event set when deliveries are enqueued
     health: Any = None  # the worker's DomainHealth (inbound activity from a host revives it)
     inbox_writer: Any = None  # federation.inbox.InboxWriter, created on first use
+    # async (activity, document, tx) -> None: what a hub does with a Create / Update / Delete of content
+    # (harvesting.push.PushIngest, installed by the app shell); None on a node: kept in ap_inbox only.
+    content_handler: Any = None
     # Remote keys in memory too (key id -> (key, fetched)): the table is the durable cache,
     # this one spares the inbox a database round trip per request.
     _keys: dict[str, tuple[RemoteKey, int]] = field(default_factory=dict, init=False, repr=False)

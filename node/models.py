@@ -427,3 +427,55 @@ class IndexState(Model):
 
     class Meta:
         table = "index_state"
+
+
+class HubPushSource(Model):
+    """A harvested Essaim node whose actor the hub follows: its Create / Update / Delete are ingested live.
+
+    ``repo_id`` is the node's OAI ``repositoryIdentifier`` (from Identify): a pushed sheet is keyed by
+    ``oai:{repo_id}:{local_id}``, the very identifier the harvest uses, so push and harvest write one row.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=128, unique=True)
+    actor = fields.CharField(max_length=512, db_index=True)
+    kind = fields.CharField(max_length=16, default="node")  # node (its actor) | relay (another hub's relay)
+    repo_id = fields.CharField(max_length=255)
+    follow_id = fields.CharField(max_length=512, null=True)
+    followed = fields.BigIntField(default=0)
+    baseline = fields.BigIntField(default=0)  # end of the first complete harvest after the follow
+    pushed = fields.BigIntField(default=0)  # activities ingested
+    last_push = fields.BigIntField(default=0)
+    last_error = fields.TextField(null=True)
+
+    class Meta:
+        table = "hub_push_source"
+
+
+class HubFeedQueue(Model):
+    """A harvested or pushed sheet changed (by URI): the hub's feed actors announce or withdraw it.
+
+    Filled by a sheet listener in the writing transaction, drained after the commit, when the
+    sheet's provenance (the node's own URI, which the feeds announce) is written too.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    sheet_uri = fields.CharField(max_length=512)
+    enqueued = fields.BigIntField()
+
+    class Meta:
+        table = "hub_feed_queue"
+
+
+class HubSavedSearch(Model):
+    """A saved search of the hub, followable as the feed actor ``/feeds/{code}`` (``query``: a query string)."""
+
+    id = fields.BigIntField(primary_key=True)
+    code = fields.CharField(max_length=64, unique=True)
+    username = fields.CharField(max_length=100, unique=True)
+    label = fields.CharField(max_length=255)
+    query = fields.TextField()
+    created = fields.BigIntField()
+
+    class Meta:
+        table = "hub_saved_search"

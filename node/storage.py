@@ -41,6 +41,7 @@ class Change:
     stamp: int
     sheet: Sheet | None  # None for a deletion
     write: _Write | None = None  # what storage computed for it (encoded dict, hash, set specs)
+    source: str = ""  # the writing store's source ("" on a node: its own sheets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +267,7 @@ class SheetStore:
             for w in inserts:
                 pk = int(pks[w.sheet.local_id]["pk_id"])
                 fresh.add(pk)
-                changes.append(Change("create", pk, w.sheet.id, w.sheet.local_id, stamp, w.sheet, w))
+                changes.append(Change("create", pk, w.sheet.id, w.sheet.local_id, stamp, w.sheet, w, self.source))
         if updates:
             await self.db.executemany(
                 "UPDATE sheet SET stamp = ?, deleted = ?, content_hash = ?, title = ?, data = ?, sets = ?"
@@ -286,7 +287,7 @@ class SheetStore:
                 conn=tx,
             )
             for pk, w, uri, kind in updates:
-                changes.append(Change(kind, pk, uri, w.sheet.local_id, stamp, w.sheet, w))
+                changes.append(Change(kind, pk, uri, w.sheet.local_id, stamp, w.sheet, w, self.source))
         if changes:
             await self._write_derived(changes, tx, fresh)
             for listener in (*self.listeners, *self.db.sheet_listeners):
@@ -311,7 +312,7 @@ class SheetStore:
                 continue
             done.add(local_id)
             pk = int(row["pk_id"])
-            changes.append(Change("delete", pk, str(row["uri"]), local_id, stamp, None))
+            changes.append(Change("delete", pk, str(row["uri"]), local_id, stamp, None, source=self.source))
             results.append(WriteResult("deleted", local_id, str(row["uri"]), stamp))
         if changes:
             await self.db.executemany(

@@ -25,6 +25,13 @@ from node.auth import create_user
 from node.context import NODE
 from tests.oai_support import make_sheet
 
+# région code → a commune in it (the hub's gazetteer completes the rest)
+COMMUNES = {
+    "53": ("Lorient", "56", 47.75, -3.37),
+    "84": ("Lyon", "69", 45.76, 4.84),
+    "52": ("Nantes", "44", 47.22, -1.55),
+}
+
 TABLES = (
     "ap_activity",
     "ap_delivery",
@@ -68,18 +75,23 @@ async def main(
     )
     app = build_app(settings)
 
-    def sheet(n: int, title: str | None = None, themes: str | None = None):  # type: ignore[no-untyped-def]
+    def sheet(n: int, title: str | None = None, themes: str | None = None, region: str | None = None):  # type: ignore[no-untyped-def]
         ctx = app[NODE]
         base = make_sheet(n)
         if themes is not None:
             base = replace(base, themes=tuple(t for t in themes.split(",") if t), subthemes=())
+        if region is not None:  # one place in that région, and no tags (the hub would map them to themes)
+            commune, departement, lat, lon = COMMUNES[region]
+            place = replace(base.places[0], commune=commune, departement=departement, region=region, lat=lat, lon=lon)
+            base = replace(base, places=(place,), tags=())
         return replace(
             base, id=ctx.store.make_uri(base.local_id), partner=ctx.partner, title=title or f"Projet {n} de {username}"
         )
 
     async def upsert(request: web.Request) -> web.Response:
         query = request.query
-        result = await app[NODE].store.upsert(sheet(int(query["n"]), query.get("title"), query.get("themes")))
+        made = sheet(int(query["n"]), query.get("title"), query.get("themes"), query.get("region"))
+        result = await app[NODE].store.upsert(made)
         return web.json_response({"status": result.status, "uri": result.uri})
 
     async def delete(request: web.Request) -> web.Response:
