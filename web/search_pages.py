@@ -117,7 +117,9 @@ async def search_page(request: web.Request) -> web.Response:
         return bad_request(request, exc)
     except SearchError:
         return unavailable(request)
-    return page(request, "search.html", context(state, result, "/recherche"))
+    settings = front(request).settings
+    follow = settings.federation.enabled and settings.fedhub.saved_searches  # essaim/fedhub.py's feeds
+    return page(request, "search.html", {**context(state, result, "/recherche"), "follow_search": follow})
 
 
 @routes.get("/recherche/resultats")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,14 @@ async def test_pasture_follows_theme_and_saved_search_feeds(
             await sync_follows(hub.fed, key)
             await node.until(lambda s: bool(s["ap_follower"]))
             await hub.hub.harvest_now(key)
+        # The search page links to the saved-search form with its own query string.
+        page = await hub.client.get("/recherche", params={"q": "alimentation durable", "region": "53"})
+        html_text = await page.text()
+        assert page.status == 200 and "Suivre cette recherche sur le fédivers" in html_text
+        link = re.search(r'href="(/feeds/searches/new\?[^"]+)"', html_text)
+        assert link is not None
+        form = await hub.client.get(unescape(link.group(1)))
+        assert form.status == 200 and "alimentation durable" in await form.text()
         # A saved search, from the search page's query string (the presentation parameters are dropped)
         response = await hub.client.post(
             "/feeds/searches", json={"query": "q=alimentation+durable&region=53&sort=date&page=2"}
