@@ -95,7 +95,7 @@ class Node:
                 assert r.status == 200, await r.text()
                 return await r.json()
 
-    async def until(self, check: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+    async def until(self, check: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             state = await self.ctl("state")
