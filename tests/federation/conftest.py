@@ -268,3 +268,14 @@ async def peer(ports: tuple[int, int, int]) -> AsyncIterator[Peer]:
         yield p
     finally:
         await p.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_peer(port: int) -> AsyncIterator[Peer]:
+    """A scripted peer on ``port`` with the fixed test keys, stopped on exit."""
+    peer = Peer(port, KEYS)
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        await peer.stop()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.federation.conftest import KEYS, Node, Peer, free_port
+from tests.federation.conftest import Node, Peer, free_port, running_peer
 from tests.federation.test_federation import activity
 
 
@@ -35,12 +35,8 @@ def node(delivery_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture
 async def peer(delivery_ports: tuple[int, int]) -> AsyncIterator[Peer]:
-    p = Peer(delivery_ports[1], KEYS)
-    await p.start()
-    try:
+    async with running_peer(delivery_ports[1]) as p:
         yield p
-    finally:
-        await p.stop()
 
 
 def of_sheet(peer: Peer, uri: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 
 from protocol.activitypub.discovery import actor_url_from_jrd, handle_from_actor
 from protocol.activitypub.signatures import prepare_verification
-from tests.federation.conftest import AP, KEYS, Node, Peer, database_for, free_port
+from tests.federation.conftest import AP, Node, Peer, database_for, free_port, running_peer
 from tests.federation.test_federation import activity, get
 
 FEEDS = ["ENV", "EDU"]
@@ -62,12 +62,8 @@ def _node(feed_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture
 async def remote(feed_ports: tuple[int, int]) -> AsyncIterator[Peer]:
-    p = Peer(feed_ports[1], KEYS)
-    await p.start()
-    try:
+    async with running_peer(feed_ports[1]) as p:
         yield p
-    finally:
-        await p.stop()
 
 
 class Admin:

@@ -24,7 +24,7 @@ from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algor
 
 from protocol.activitypub.keys import generate_rsa_keypair
 from protocol.activitypub.signatures import prepare_verification
-from tests.federation.conftest import AP, KEYS, Node, Peer, free_port
+from tests.federation.conftest import AP, KEYS, Node, Peer, free_port, running_peer
 from tests.federation.test_federation import activity, get
 
 
@@ -45,12 +45,8 @@ def node(rule_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 async def peer(rule_ports: tuple[int, int]) -> AsyncIterator[Peer]:
-    p = Peer(rule_ports[1], KEYS)
-    await p.start()
-    try:
+    async with running_peer(rule_ports[1]) as p:
         yield p
-    finally:
-        await p.stop()
 
 
 def note_activity(peer: Peer) -> dict[str, Any]:
