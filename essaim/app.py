@@ -183,7 +183,7 @@ def build_app(settings: Settings, *, migrate: bool = True) -> web.Application:
             await db.upgrade()
         await db.open()
         app[NODE] = node_context(settings, db)
-        app[OAI_HANDLER] = make_oai_handler(db, oai_config(settings))
+        app[OAI_HANDLER] = make_oai_handler(db, oai_config(settings), read_ahead=settings.oai.read_ahead)
         yield
         await app[NODE].close()
         await db.close()

@@ -43,6 +43,7 @@ class OaiSettings:
     page_size: int = 100
     token_ttl: int = 86_400  # seconds a resumption token stays valid
     repository_name: str = ""  # defaults to the partner's name
+    read_ahead: int = 32  # running lists whose next page is read before it is asked for (0: off)
 
 
 @dataclass
@@ -340,6 +341,7 @@ description = {q(p.description)}
 [oai]
 page_size = {o.page_size}
 token_ttl = {o.token_ttl}
+read_ahead = {o.read_ahead}   # lists whose next page is read before the harvester asks (0: off)
 
 [outbound]
 # allow = ["127.0.0.1:8081"]   # loopback/private targets are refused unless listed here

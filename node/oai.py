@@ -6,15 +6,27 @@ metadata pre-rendered by storage in ``sheet_format``. Deleted records keep their
 row (``deleted``, no format rows): they are listed for every prefix as
 ``status="deleted"`` headers (deletedRecord ``persistent``, spec §2.5.1).
 
+Harvesters are sequential: they ask for page N+1 only once they have read page N. So
+when a page has a successor, the executor reads and renders that successor at once
+(:class:`ReadAhead`), while the harvester parses the page it was sent; the next request
+finds it ready and only wraps it in a fresh envelope and token. A page read ahead is a
+snapshot at most ``ttl`` seconds old, like an answer that took that long: a sheet
+written meanwhile has a datestamp after the list's frozen ``until`` and reaches the next
+incremental harvest either way. Writes made through this process's storage drop the
+pages read ahead at once; writes by another process (a CLI import) are bounded by the ttl.
+
 Mount with ``app.router.add_route("*", "/oai", make_oai_handler(db, config))`` and
 ``app.router.add_get("/schemas/{name}", make_schema_handler())``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -36,7 +48,7 @@ from protocol.oai.requests import (
     echo_arguments,
     parse_request,
 )
-from protocol.oai.response import render_error, render_result
+from protocol.oai.response import render_error, render_records, render_result
 from protocol.oai.results import (
     FormatsResult,
     Header,
@@ -46,6 +58,7 @@ from protocol.oai.results import (
     RecordResult,
     SetsResult,
     make_page,
+    next_query,
 )
 from protocol.oai.sets import set_catalogue
 from protocol.oai.stylesheet import STYLESHEET_FILE, stylesheet_bytes
@@ -57,12 +70,89 @@ XML_CONTENT_TYPE = "text/xml"
 _COLUMNS = "s.pk_id, s.source, s.local_id, s.stamp, s.deleted, s.sets, s.provenance"
 
 
+Fetched = tuple[list[Record], str | None]  # up to page_size + 1 records, and the page's records as text
+
+
+class ReadAhead:
+    """The next page of each running list, read while the harvester works on the current one.
+
+    Keyed by the :class:`ListQuery` the page's resumption token resumes; an entry is used
+    once, within ``ttl`` seconds, and only if no write went through this process's storage
+    since it was started (``generation``). At most ``capacity`` lists are held (the oldest
+    goes first), each one page: memory does not grow with the corpus.
+    """
+
+    def __init__(self, capacity: int = 32, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = capacity
+        self.ttl = ttl
+        self.clock = clock
+        self.generation = 0
+        self.hits = 0
+        self._entries: OrderedDict[ListQuery, tuple[float, int, asyncio.Task[Fetched]]] = OrderedDict()
+
+    def start(self, query: ListQuery, read: Callable[[ListQuery], Coroutine[Any, Any, Fetched]]) -> None:
+        if self.capacity <= 0 or query in self._entries:
+            return
+        task: asyncio.Task[Fetched] = asyncio.get_running_loop().create_task(read(query))
+        task.add_done_callback(_consume_error)
+        self._entries[query] = (self.clock(), self.generation, task)
+        while len(self._entries) > self.capacity:
+            _, (_, _, old) = self._entries.popitem(last=False)
+            old.cancel()
+
+    async def take(self, query: ListQuery) -> Fetched | None:
+        """The page read ahead for ``query``, or None (not started, stale, or its read failed)."""
+        entry = self._entries.pop(query, None)
+        if entry is None:
+            return None
+        started, generation, task = entry
+        if generation != self.generation or self.clock() - started > self.ttl:
+            task.cancel()
+            return None
+        try:
+            fetched = await task
+        except Exception:  # the read is done again on the request's own path, which reports errors
+            return None
+        if generation != self.generation:  # a write landed while the read ran
+            return None
+        self.hits += 1
+        return fetched
+
+    def invalidate(self) -> None:
+        self.generation += 1
+        for _, _, task in self._entries.values():
+            task.cancel()
+        self._entries.clear()
+
+    def watch(self, db: Database) -> None:
+        """Invalidate on every sheet write made through ``db`` (the listener keeps no strong reference)."""
+        ref = weakref.ref(self)
+
+        async def listener(tx: Any, changes: Any) -> None:
+            target = ref()
+            if target is not None:
+                target.invalidate()
+
+        listener.essaim_oai_read_ahead = ref  # type: ignore[attr-defined]
+        db.sheet_listeners[:] = [
+            x for x in db.sheet_listeners if getattr(x, "essaim_oai_read_ahead", lambda: True)() is not None
+        ]
+        db.sheet_listeners.append(listener)
+
+
+def _consume_error(task: asyncio.Task[Fetched]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved here so that an unused failed read logs nothing
+
+
 class OaiExecutor:
     """Answers one typed request from the database; dispatch is a table of request type -> method."""
 
-    def __init__(self, db: Database, config: OaiConfig) -> None:
+    def __init__(self, db: Database, config: OaiConfig, read_ahead: ReadAhead | None = None) -> None:
         self.db = db
         self.config = config
+        self.read_ahead = read_ahead if read_ahead is not None else ReadAhead()
+        self.read_ahead.watch(db)
         self.repo_id = config.repo_id  # a property parsing the base URL: read once, not per record
         self._table: Mapping[type, Callable[[Any, int], Awaitable[OaiResult]]] = {
             Identify: self.identify,
@@ -192,14 +282,25 @@ class OaiExecutor:
             sql, params = self._list_sql(query, count=True)
             row = await self.db.fetchone(sql, params)
             complete = int(row["n"]) if row else 0
-        sql, params = self._list_sql(query, count=False)
-        rows = await self.db.fetch(sql, params)
-        if not rows:
+        ahead = await self.read_ahead.take(query)
+        records, text = ahead if ahead is not None else (await self._read_page(query), None)
+        if not records:
             # Also when the rest of a list moved past the frozen 'until' during the harvest: the
             # schema forbids an empty list element, and noRecordsMatch ends a harvest cleanly.
             raise OaiError(ErrorCode.NO_RECORDS_MATCH, "no record matches the request")
-        records = [self._record(r, with_metadata=not query.headers_only) for r in rows]
-        return make_page(query, records, complete, self.config, now)
+        following = next_query(query, records, complete, self.config)
+        if following is not None:
+            self.read_ahead.start(following, self._read_ahead)
+        return make_page(query, records, complete, self.config, now, text)
+
+    async def _read_page(self, query: ListQuery) -> list[Record]:
+        sql, params = self._list_sql(query, count=False)
+        rows = await self.db.fetch(sql, params)
+        return [self._record(r, with_metadata=not query.headers_only) for r in rows]
+
+    async def _read_ahead(self, query: ListQuery) -> Fetched:
+        records = await self._read_page(query)
+        return records, render_records(records[: self.config.page_size], query)
 
 
 async def respond(executor: OaiExecutor, arguments: Mapping[str, Sequence[str]], now: int) -> bytes:
@@ -222,10 +323,13 @@ def _multi(items: Any) -> dict[str, list[str]]:
 
 
 def make_oai_handler(
-    db: Database, config: OaiConfig, clock: Clock | None = None
+    db: Database, config: OaiConfig, clock: Clock | None = None, *, read_ahead: int = 32
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """aiohttp handler for GET and form-encoded POST (spec §3.1.1), gzip/deflate on request."""
-    executor = OaiExecutor(db, config)
+    """aiohttp handler for GET and form-encoded POST (spec §3.1.1), gzip/deflate on request.
+
+    ``read_ahead``: how many running lists get their next page read ahead (0: none).
+    """
+    executor = OaiExecutor(db, config, ReadAhead(capacity=read_ahead))
     now_of = clock or time.time
 
     async def handler(request: web.Request) -> web.StreamResponse:

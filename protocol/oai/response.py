@@ -13,7 +13,7 @@ access) and appends it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -35,6 +35,7 @@ from protocol.oai.namespaces import (
     qn,
 )
 from protocol.oai.native import _NOT_XML, escape_xml
+from protocol.oai.requests import ListQuery
 from protocol.oai.results import (
     FormatsResult,
     IdentifyResult,
@@ -228,18 +229,27 @@ def _record_text(record: Record, out: list[str]) -> None:
     out.append("</record>")
 
 
+def render_records(records: Sequence[Record], query: ListQuery) -> str:
+    """The records (or headers, for ListIdentifiers) of a list page as XML text, without the envelope."""
+    out: list[str] = []
+    if query.headers_only:
+        for record in records:
+            _header_text(record, out)
+    else:
+        for record in records:
+            _record_text(record, out)
+    return "".join(out)
+
+
 def render_page(result: PageResult, config: OaiConfig, now: int, request_args: Mapping[str, str]) -> bytes:
     """A ListRecords / ListIdentifiers page: lxml envelope, records written as text around the fragments."""
     root = _envelope(config, now, request_args)
     _sub(root, result.query.verb).text = _MARK
     head, _, tail = _serialise(root, config).decode("utf-8").partition(_MARK)
-    out = [head]
-    headers_only = result.query.headers_only
-    for record in result.records:
-        if headers_only:
-            _header_text(record, out)
-        else:
-            _record_text(record, out)
+    out = [
+        head,
+        result.records_text if result.records_text is not None else render_records(result.records, result.query),
+    ]
     info = result.resumption
     if info is not None:
         attrs = f'completeListSize="{info.complete_size}" cursor="{info.cursor}"'

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from protocol.oai.config import OaiConfig
@@ -62,13 +62,38 @@ class ResumptionInfo:
 
 @dataclass(frozen=True, slots=True)
 class PageResult:
+    """One page of a list; ``records_text`` is the records already written as XML text, when the
+    caller rendered them ahead of the request (see :func:`protocol.oai.response.render_records`)."""
+
     query: ListQuery
     records: tuple[Record, ...]
     resumption: ResumptionInfo | None = field(default=None)
+    records_text: str | None = None
+
+
+def next_query(query: ListQuery, fetched: Sequence[Record], complete_size: int, config: OaiConfig) -> ListQuery | None:
+    """The query the resumption token of this page will resume (None on the last page).
+
+    It equals ``ListQuery.resume`` of the token that :func:`make_page` issues, so a
+    provider can start reading the next page before the harvester asks for it.
+    """
+    if len(fetched) <= config.page_size:
+        return None
+    return replace(
+        query,
+        after=fetched[config.page_size - 1].key,
+        complete_size=complete_size,
+        cursor=query.cursor + config.page_size,
+    )
 
 
 def make_page(
-    query: ListQuery, fetched: Sequence[Record], complete_size: int, config: OaiConfig, now: int
+    query: ListQuery,
+    fetched: Sequence[Record],
+    complete_size: int,
+    config: OaiConfig,
+    now: int,
+    records_text: str | None = None,
 ) -> PageResult:
     """Cut a page from ``fetched`` (up to page_size + 1 rows: one more tells whether a next page exists).
 
@@ -79,9 +104,9 @@ def make_page(
     records = tuple(fetched[: config.page_size])
     more = len(fetched) > config.page_size
     if not more and query.after is None:
-        return PageResult(query, records)
+        return PageResult(query, records, records_text=records_text)
     if not more:
-        return PageResult(query, records, ResumptionInfo("", complete_size, query.cursor))
+        return PageResult(query, records, ResumptionInfo("", complete_size, query.cursor), records_text)
     last = records[-1].key
     expires = now + config.token_ttl
     state = TokenState(
@@ -97,7 +122,7 @@ def make_page(
         expires=expires,
     )
     token = encode_token(state, config.token_secret)
-    return PageResult(query, records, ResumptionInfo(token, complete_size, query.cursor, expires))
+    return PageResult(query, records, ResumptionInfo(token, complete_size, query.cursor, expires), records_text)
 
 
 OaiResult = IdentifyResult | FormatsResult | SetsResult | RecordResult | PageResult

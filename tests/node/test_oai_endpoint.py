@@ -5,6 +5,7 @@ Every response is validated against the official schemas by ``assert_valid_oai``
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import zlib
 from collections.abc import AsyncIterator
@@ -17,9 +18,11 @@ from aiohttp.test_utils import TestServer
 from lxml import etree
 
 from node.db import Database
+from node.oai import OaiExecutor, ReadAhead, respond
 from node.storage import SheetStore
 from protocol.oai.namespaces import ESSAIM, OAI
 from protocol.oai.native import parse_native
+from protocol.oai.requests import ListQuery
 from tests.oai_support import (
     NS,
     T0,
@@ -30,6 +33,7 @@ from tests.oai_support import (
     make_sheet,
     oai_server,
     open_database,
+    query,
     request_attrs,
 )
 
@@ -396,3 +400,100 @@ async def test_empty_repository(node: Node) -> None:
     root = await node.get(verb="Identify")
     assert root.findtext(f".//{{{OAI}}}earliestDatestamp") == "2023-11-14T22:13:20Z"
     assert T0 == node.clock.now
+
+
+# --------------------------------------------------------------------------- read-ahead
+
+
+async def _list_all(executor: OaiExecutor, clock: Clock, verb: str, prefix: str) -> list[bytes]:
+    """Every page body of a list, through the executor as the handler calls it."""
+    bodies = [await respond(executor, query(verb, metadataPrefix=prefix), int(clock()))]
+    while True:
+        token = assert_valid_oai(bodies[-1]).findtext(f".//{{{OAI}}}resumptionToken")
+        if not token:
+            return bodies
+        bodies.append(await respond(executor, query(verb, resumptionToken=token), int(clock())))
+
+
+def _without_response_date(body: bytes) -> bytes:
+    root = etree.fromstring(body)
+    root.find(f"{{{OAI}}}responseDate").text = ""
+    return etree.tostring(root)
+
+
+@pytest.mark.parametrize("verb", ["ListRecords", "ListIdentifiers"])
+async def test_pages_read_ahead_are_the_pages_read_on_request(verb: str) -> None:
+    clock = Clock()
+    async with open_database("sqlite") as db:
+        store = SheetStore(db, base_url=NODE, clock=clock)
+        for i in range(30):
+            await store.upsert(make_sheet(i))
+        clock.tick(2)
+        eager = OaiExecutor(db, make_config(), ReadAhead())
+        plain = OaiExecutor(db, make_config(), ReadAhead(capacity=0))
+        for prefix in ("oai_dc", "essaim"):
+            ahead = await _list_all(eager, clock, verb, prefix)
+            fresh = await _list_all(plain, clock, verb, prefix)
+            assert len(ahead) == 5  # 30 records, 7 per page
+            assert [_without_response_date(b) for b in ahead] == [_without_response_date(b) for b in fresh]
+        assert eager.read_ahead.hits == 8  # every page but the first of each list
+        assert plain.read_ahead.hits == 0
+
+
+async def test_a_write_drops_the_pages_read_ahead() -> None:
+    clock = Clock()
+    async with open_database("sqlite") as db:
+        store = SheetStore(db, base_url=NODE, clock=clock)
+        for i in range(14):
+            await store.upsert(make_sheet(i))
+        clock.tick(2)
+        executor = OaiExecutor(db, make_config(), ReadAhead())
+        first = assert_valid_oai(
+            await respond(executor, query("ListIdentifiers", metadataPrefix="oai_dc"), int(clock()))
+        )
+        token = first.findtext(f".//{{{OAI}}}resumptionToken")
+        await asyncio.sleep(0.05)  # the second page is read ahead by now
+        # A sheet of the second page changes: its datestamp moves past the list's frozen
+        # 'until', so a page read on request no longer holds it; the read-ahead one would.
+        clock.tick()
+        await store.upsert(replace(make_sheet(9), title="changé"))
+        second = assert_valid_oai(
+            await respond(executor, query("ListIdentifiers", resumptionToken=token), int(clock()))
+        )
+        ids = second.xpath("//o:header/o:identifier/text()", namespaces=NS)
+        assert identifier("projet-9") not in ids and len(ids) == 6
+        assert executor.read_ahead.hits == 0
+
+
+async def test_a_page_read_ahead_expires() -> None:
+    now = [0.0]
+    ahead = ReadAhead(ttl=5.0, clock=lambda: now[0])
+    reads: list[ListQuery] = []
+
+    async def read(q: ListQuery) -> tuple[list[Any], str | None]:
+        reads.append(q)
+        return [], ""
+
+    fresh = ListQuery("ListRecords", "oai_dc", None, None, 100, after=(1, 1))
+    stale = ListQuery("ListRecords", "oai_dc", None, None, 100, after=(2, 2))
+    ahead.start(fresh, read)
+    ahead.start(stale, read)
+    now[0] = 4.0
+    assert await ahead.take(fresh) == ([], "")
+    assert await ahead.take(fresh) is None  # used once
+    now[0] = 5.5
+    assert await ahead.take(stale) is None
+    assert ahead.hits == 1 and len(reads) == 2
+
+
+async def test_read_ahead_holds_at_most_capacity_lists() -> None:
+    ahead = ReadAhead(capacity=2)
+
+    async def read(q: ListQuery) -> tuple[list[Any], str | None]:
+        return [], str(q.after)
+
+    queries = [ListQuery("ListRecords", "oai_dc", None, None, 100, after=(i, i)) for i in range(3)]
+    for q in queries:
+        ahead.start(q, read)
+    assert await ahead.take(queries[0]) is None  # the oldest went first
+    assert await ahead.take(queries[2]) == ([], "(2, 2)")
