@@ -25,7 +25,7 @@ from node.db import Database
 from node.geo.online import online_geocoder
 from node.geocode import make_resolver, online_pass
 from node.http import admin, api, public
-from node.oai import make_oai_handler, make_schema_handler
+from node.oai import ReadAhead, make_oai_handler, make_schema_handler
 from node.outbound import OutboundClient, OutboundConfig
 from node.storage import SheetStore
 from protocol.oai.config import OaiConfig
@@ -183,8 +183,10 @@ def build_app(settings: Settings, *, migrate: bool = True) -> web.Application:
             await db.upgrade()
         await db.open()
         app[NODE] = node_context(settings, db)
-        app[OAI_HANDLER] = make_oai_handler(db, oai_config(settings), read_ahead=settings.oai.read_ahead)
+        read_ahead = ReadAhead(capacity=settings.oai.read_ahead)
+        app[OAI_HANDLER] = make_oai_handler(db, oai_config(settings), read_ahead=read_ahead)
         yield
+        read_ahead.invalidate()  # no page read may outlive the database
         await app[NODE].close()
         await db.close()
 

@@ -323,13 +323,14 @@ def _multi(items: Any) -> dict[str, list[str]]:
 
 
 def make_oai_handler(
-    db: Database, config: OaiConfig, clock: Clock | None = None, *, read_ahead: int = 32
+    db: Database, config: OaiConfig, clock: Clock | None = None, *, read_ahead: ReadAhead | None = None
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """aiohttp handler for GET and form-encoded POST (spec §3.1.1), gzip/deflate on request.
 
-    ``read_ahead``: how many running lists get their next page read ahead (0: none).
+    ``read_ahead`` reads the next pages of running lists (default: 32 lists); the caller
+    that passes one calls its ``invalidate`` before closing the database.
     """
-    executor = OaiExecutor(db, config, ReadAhead(capacity=read_ahead))
+    executor = OaiExecutor(db, config, read_ahead)
     now_of = clock or time.time
 
     async def handler(request: web.Request) -> web.StreamResponse:

@@ -139,7 +139,7 @@ def test_bad_files_are_errors_naming_the_file_and_the_key(tmp_path, text, key, e
 
 def test_unknown_key_lists_the_known_ones(tmp_path):
     path = write(tmp_path / "essaim.toml", "[oai]\npagesize = 3\n")
-    with pytest.raises(SettingsError, match=r"known: page_size, repository_name, token_ttl"):
+    with pytest.raises(SettingsError, match=r"known: page_size, read_ahead, repository_name, token_ttl"):
         load_settings(path, environ={})
 
 
