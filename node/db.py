@@ -104,6 +104,12 @@ class Database:
         await Tortoise.close_connections()
         self._conn = None
 
+    def sqlite_path(self) -> str | None:
+        """The absolute path of the SQLite file (None for PostgreSQL or an in-memory database)."""
+        if self.dialect != "sqlite" or self.url.startswith("sqlite://:memory:"):
+            return None
+        return str(Path(self.url[len("sqlite://") :].split("?", 1)[0]).resolve())
+
     def safe_url(self) -> str:
         """The URL without its password, for logs and ``essaim doctor``."""
         parts = urlsplit(self.url)

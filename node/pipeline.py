@@ -23,6 +23,7 @@ import asyncio
 import copyreg
 import multiprocessing
 import pickle
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from node.importer import MAX_ERRORS, Importer, ImportReport, RowError
-from node.storage import SheetStore, _Write, prepare_write
+from node.storage import Prepared, SheetStore, prepare
 from protocol import sheet as model
 from protocol.taxonomy import Crosswalk
 
@@ -65,7 +66,7 @@ for _cls in (
     model.Image,
     model.Link,
     model.Match,
-    _Write,
+    Prepared,
 ):
     copyreg.pickle(_cls, _reducer(_cls))
 
@@ -86,6 +87,7 @@ class WorkerSpec:
     resolver: Any  # a module-level PlaceResolver (pickled by reference) or None
     crosswalk_rules: dict[str, Any]
     taxonomy: Any  # Taxonomy
+    sqlite_path: str | None  # the node's SQLite file, read for content hashes (None: PostgreSQL, memory)
 
 
 @dataclass
@@ -99,11 +101,18 @@ class ItemResult:
     geocoding: dict[str, int]
     unresolved: list[str]
     unknown_codes: dict[str, int]
-    sheet: model.Sheet | None  # as the in-process path hands it to storage (pickled with ``write``,
-    write: _Write | None  # whose dated copy shares its parts: sent once)
+    prepared: Prepared | None  # the write, with the sheet only as its stored JSON
 
 
-_worker: tuple[Importer, SheetStore, bool] | None = None
+@dataclass
+class _Worker:
+    importer: Importer
+    store: SheetStore
+    hub: bool
+    lookup: sqlite3.Connection | None  # read-only, on the importing node's SQLite file
+
+
+_worker: _Worker | None = None
 
 
 def _init(spec_bytes: bytes) -> None:
@@ -122,29 +131,48 @@ def _init(spec_bytes: bytes) -> None:
         crosswalk=Crosswalk(partner=spec.partner.name, rules=spec.crosswalk_rules),
         taxonomy=spec.taxonomy,
     )
-    _worker = (importer, store, spec.hub)
+    lookup = None
+    if spec.sqlite_path is not None:
+        lookup = sqlite3.connect(Path(spec.sqlite_path).as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+    _worker = _Worker(importer, store, spec.hub, lookup)
+
+
+def _stored_hashes(worker: _Worker, local_ids: list[str]) -> dict[str, str]:
+    """Content hashes of the live rows of these ids, as committed before the import began.
+
+    Only a hint: the writer checks every write against the row it reads in its own transaction.
+    """
+    if worker.lookup is None or not local_ids:
+        return {}
+    marks = ", ".join("?" for _ in local_ids)
+    try:
+        rows = worker.lookup.execute(
+            f"SELECT local_id, content_hash FROM sheet WHERE source = ? AND deleted = 0 AND local_id IN ({marks})",
+            [worker.store.source, *local_ids],
+        ).fetchall()
+    except sqlite3.Error:
+        return {}  # no hint: every sheet is rendered
+    return {str(local_id): str(digest) for local_id, digest in rows}
 
 
 def _work(lines: list[tuple[int, str]], stamp: int, file: str) -> list[ItemResult]:
     import json
 
     assert _worker is not None, "worker not initialised"
-    importer, store, hub = _worker
+    worker = _worker
+    importer = worker.importer
     out: list[ItemResult] = []
+    sheets: list[model.Sheet | None] = []
     for number, text in lines:
         report = ImportReport(file=file, mapping=importer.mapping.name)
         try:
             item = json.loads(text)
         except json.JSONDecodeError as exc:
             report.add_error(RowError(number, "line", f"is not valid JSON: {exc.msg}"))
-            out.append(ItemResult(number, False, None, report.errors, {}, [], {}, None, None))
+            out.append(ItemResult(number, False, None, report.errors, {}, [], {}, None))
+            sheets.append(None)
             continue
         sheet = importer.native_item(number, item, report, None)
-        write = None
-        if sheet is not None:
-            write = prepare_write(sheet, store.make_uri(sheet.local_id), stamp, hub=hub)
-            # The dict is what ``text`` says: not sent back (unpickling it cost the writer more).
-            write = _Write(write.sheet, None, write.digest, write.sets, write.stamp, write.text, write.formats)
         out.append(
             ItemResult(
                 number,
@@ -154,10 +182,15 @@ def _work(lines: list[tuple[int, str]], stamp: int, file: str) -> list[ItemResul
                 report.geocoding,
                 report.unresolved_places,
                 report.unknown_codes,
-                sheet,
-                write,
+                None,
             )
         )
+        sheets.append(sheet)
+    stored = _stored_hashes(worker, [s.local_id for s in sheets if s is not None])
+    for result, sheet in zip(out, sheets, strict=True):
+        if sheet is not None:
+            uri = worker.store.make_uri(sheet.local_id)
+            result.prepared = prepare(sheet, uri, stamp, hub=worker.hub, stored=stored.get(sheet.local_id))
     return out
 
 
@@ -180,6 +213,7 @@ def spec_of(importer: Importer) -> bytes | None:
         resolver=importer.resolver,
         crosswalk_rules=dict(importer.crosswalk.rules),
         taxonomy=importer.taxonomy,
+        sqlite_path=store.db.sqlite_path(),
     )
     try:
         return pickle.dumps(spec)
@@ -230,10 +264,8 @@ class Pipeline:
         if chunk:
             yield chunk
 
-    async def batches(
-        self, path: Path, report: ImportReport
-    ) -> AsyncIterator[tuple[list[model.Sheet], list[_Write], int]]:
-        """(sheets, their prepared writes, stamp) per chunk, in file order; errors go to ``report``."""
+    async def batches(self, path: Path, report: ImportReport) -> AsyncIterator[tuple[list[Prepared], int]]:
+        """(prepared writes, their stamp) per chunk, in file order; errors go to ``report``."""
         self._decode_error = None
         store = self.importer.store
         loop = asyncio.get_running_loop()
@@ -258,14 +290,13 @@ class Pipeline:
             waiting, stamp = in_flight.popleft()
             results = await waiting
             refill()  # the workers go on while this chunk is merged and written
-            sheets: list[model.Sheet] = []
-            writes: list[_Write] = []
+            writes: list[Prepared] = []
             for item in results:
                 if item.row:
                     report.rows += 1
                     if self.importer.progress:
                         self.importer.progress(report.rows)
-                if item.local_id is None or item.sheet is None or item.write is None:
+                if item.local_id is None or item.prepared is None:
                     for error in item.errors:
                         report.add_error(error)
                     continue
@@ -277,9 +308,8 @@ class Pipeline:
                 seen[item.local_id] = item.line
                 _merge(report, item)
                 report.sheets += 1
-                sheets.append(item.sheet)
-                writes.append(item.write)
-            yield sheets, writes, stamp
+                writes.append(item.prepared)
+            yield writes, stamp
         if self._decode_error is not None:
             report.add_error(self._decode_error)
 

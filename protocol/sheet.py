@@ -223,7 +223,11 @@ def utc_seconds(value: datetime) -> datetime:
 
 
 def format_datestamp(value: datetime) -> str:
-    return utc_seconds(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is not UTC or value.microsecond:
+        value = utc_seconds(value)
+    if value.year < 1000:  # as strftime writes it (no zero padding of the year on every platform)
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{value.year}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z"
 
 
 # ------------------------------------------------------------------ serialisation

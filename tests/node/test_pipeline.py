@@ -8,6 +8,7 @@ compared, as are the reports: errors with their lines, repeats across chunks, pr
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from node.demo import write_demo_file
 from node.geocode import make_resolver
 from node.importer import Importer, ImportFailed, ImportReport
 from node.mapping import load_mapping
-from node.storage import SheetStore
+from node.storage import Change, SheetStore
 from protocol.sheet import Partner
 from tests.oai_support import T0, Clock
 
@@ -40,13 +41,19 @@ def every_file_goes_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "MIN_BYTES", 0)
 
 
-async def _run(tmp: Path, name: str, files: list[Path], workers: int) -> tuple[list[Any], list[Any]]:
-    """Import ``files`` one after the other; (reports or errors, every stored row)."""
+async def _run(tmp: Path, name: str, files: list[Path], workers: int) -> tuple[list[Any], list[Any], list[Any]]:
+    """Import ``files`` one after the other; (reports or errors, every stored row, what listeners saw)."""
     db = Database(f"sqlite:///{tmp}/{name}.sqlite3")
     await db.upgrade()
     await db.open()
     try:
         store = SheetStore(db, base_url=BASE, clock=Clock(T0))
+        changes: list[Any] = []
+
+        async def listener(tx: Any, batch: Sequence[Change]) -> None:
+            changes.extend((c.kind, c.uri, c.local_id, c.stamp, c.sheet, c.source) for c in batch)
+
+        store.listeners.append(listener)
         progress: list[int] = []
         importer = Importer(
             store,
@@ -71,7 +78,7 @@ async def _run(tmp: Path, name: str, files: list[Path], workers: int) -> tuple[l
             reports.append(_comparable(report) | {"progress": progress[:]})
             progress.clear()
         rows = [await db.fetch(sql) for sql in TABLES]
-        return reports, rows
+        return reports, rows, sorted(changes, key=lambda c: (c[3], c[2]))
     finally:
         await db.close()
 
@@ -113,6 +120,9 @@ async def test_workers_write_byte_for_byte_what_one_process_writes(tmp_path: Pat
     assert alone[0][2]["updated"] > 0
     for ours, theirs in zip(workers[1], alone[1], strict=True):
         assert ours == theirs
+    # Change listeners (outbox, search queue) are handed the same sheets, decoded from the worker's JSON.
+    assert len(alone[2]) == alone[0][0]["sheets"] + alone[0][2]["updated"] + 1
+    assert workers[2] == alone[2]
     assert len(alone[1][1]) == 2 * alone[0][0]["sheets"] + 2  # two formats per sheet, and the new one
     assert alone[0][0]["progress"] == list(range(1, alone[0][0]["rows"] + 1))
 
