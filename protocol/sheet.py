@@ -327,6 +327,13 @@ class _Reader:
 
     def text(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
         value = data.get(key)
+        if type(value) is str:  # the usual case, answered first
+            stripped = value.strip()
+            if stripped:
+                return stripped
+            if required:
+                self.fail(f"{path}{key}", "is required")
+            return None
         if value is None or (isinstance(value, str) and not value.strip()):
             if required:
                 self.fail(f"{path}{key}", "is required")
@@ -366,6 +373,12 @@ class _Reader:
         value = data.get(key)
         if value is None or value == "":
             return default
+        try:
+            member = kind._value2member_map_.get(value)  # what kind(value) looks up first
+        except TypeError:  # not hashable: kind(value) says it is not a member
+            member = None
+        if member is not None:
+            return member
         try:
             return kind(value)
         except ValueError:
