@@ -117,6 +117,19 @@ def prepare(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False, stored: st
 
 
 _SHEET_FIELDS = tuple(Sheet.__dataclass_fields__)
+_SHEET_COLUMNS = (
+    "uri",
+    "source",
+    "local_id",
+    "stamp",
+    "deleted",
+    "content_hash",
+    "title",
+    "data",
+    "sets",
+    "provenance",
+)
+_SHEET_TYPES = ("text", "text", "text", "bigint", "boolean", "text", "text", "text", "text", "text")
 _DATES = ("created", "modified", "datestamp")
 
 
@@ -345,9 +358,10 @@ class SheetStore:
 
     async def _write_rows(self, inserts: list[_Row], updates: list[_Row], tx: BaseDBAsyncClient, stamp: int) -> None:
         if inserts:
-            await self.db.executemany(
-                "INSERT INTO sheet (uri, source, local_id, stamp, deleted, content_hash, title, data, sets, provenance)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            await self.db.insert_many(
+                "sheet",
+                _SHEET_COLUMNS,
+                _SHEET_TYPES,
                 [
                     (r.uri, self.source, r.local_id, stamp, False, r.digest, r.title, r.text, " ".join(r.sets), None)
                     for r in inserts
@@ -422,9 +436,11 @@ class SheetStore:
         for r in rows:
             set_rows.extend((r.pk, spec, stamp) for spec in r.sets)
             format_rows.extend((r.pk, prefix, xml) for prefix, xml in r.rendered().items())
-        await self.db.executemany("INSERT INTO sheet_set (sheet_pk, spec, stamp) VALUES (?, ?, ?)", set_rows, conn=tx)
-        await self.db.executemany(
-            "INSERT INTO sheet_format (sheet_pk, prefix, xml) VALUES (?, ?, ?)", format_rows, conn=tx
+        await self.db.insert_many(
+            "sheet_set", ("sheet_pk", "spec", "stamp"), ("bigint", "text", "bigint"), set_rows, tx
+        )
+        await self.db.insert_many(
+            "sheet_format", ("sheet_pk", "prefix", "xml"), ("bigint", "text", "text"), format_rows, tx
         )
 
     async def _existing(self, local_ids: Sequence[str], conn: BaseDBAsyncClient) -> dict[str, dict[str, Any]]:

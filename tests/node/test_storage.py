@@ -257,6 +257,20 @@ async def test_batch_writes_commit_together(db: Database, store: SheetStore, clo
     assert await store.get("projet-7") is None
 
 
+async def test_rows_of_a_batch_are_numbered_in_the_order_given(db: Database, store: SheetStore) -> None:
+    """OAI-PMH lists one datestamp's sheets by row number: a batch's order is kept (PostgreSQL inserts
+    a batch as one statement of arrays)."""
+    order = [7, 2, 9, 0, 5, 11, 3]
+    async with db.transaction() as tx:
+        await store.upsert_many([fresh(n) for n in order], tx=tx)
+    rows = await db.fetch("SELECT local_id FROM sheet ORDER BY pk_id")
+    assert [r["local_id"] for r in rows] == [f"projet-{n}" for n in order]
+    sets = await db.fetch("SELECT s.local_id, t.spec FROM sheet_set t JOIN sheet s ON s.pk_id = t.sheet_pk")
+    assert {r["local_id"] for r in sets} == {f"projet-{n}" for n in order}
+    formats = await db.fetch("SELECT sheet_pk, prefix FROM sheet_format")
+    assert len(formats) == 2 * len(order)
+
+
 async def test_rollback_leaves_nothing(db: Database, store: SheetStore, clock: Clock) -> None:
     class Boom(Exception):
         pass
