@@ -100,7 +100,7 @@ def prepare(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False, stored: st
     data["id"] = uri
     digest = _hash(data)
     now = _to_datetime(stamp)
-    dated = replace(sheet, id=uri, created=sheet.created or now, modified=sheet.modified or now, datestamp=now)
+    dated = _dated(sheet, uri, sheet.created or now, sheet.modified or now, now)
     full = _with_dates(data, dated)
     return Prepared(
         sheet.local_id,
@@ -117,6 +117,21 @@ def prepare(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False, stored: st
 
 
 _SHEET_FIELDS = tuple(Sheet.__dataclass_fields__)
+_DATED = ("id", "created", "modified", "datestamp")
+
+
+def _dated_copier() -> Callable[[Sheet, str, datetime, datetime, datetime], Sheet]:
+    # ``replace(sheet, id=..., created=..., modified=..., datestamp=...)`` written out once, field
+    # by field (dataclasses.replace walks the fields on every call; this runs on every write).
+    args = ", ".join(name if name in _DATED else f"sheet.{name}" for name in _SHEET_FIELDS)
+    source = f"def dated(sheet, id, created, modified, datestamp):\n    return Sheet({args})\n"
+    namespace: dict[str, Any] = {"Sheet": Sheet}
+    exec(source, namespace)  # noqa: S102 -- field names are identifiers of our own dataclass
+    copier: Callable[[Sheet, str, datetime, datetime, datetime], Sheet] = namespace["dated"]
+    return copier
+
+
+_dated = _dated_copier()
 _SHEET_COLUMNS = (
     "uri",
     "source",
@@ -292,7 +307,7 @@ class SheetStore:
             now = _to_datetime(stamp)
             kept = self._created_of(row) if row and sheet.created is None else None
             created = sheet.created or kept or now
-            sheet = replace(sheet, id=uri, created=created, modified=sheet.modified or now, datestamp=now)
+            sheet = _dated(sheet, uri, created, sheet.modified or now, now)
             full = _with_dates(data, sheet)
             sets = set_specs(sheet, hub=self.hub)
             write = _Write(sheet, full, digest, sets)

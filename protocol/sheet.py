@@ -438,7 +438,7 @@ class _Reader:
             return []
         out = []
         for i, item in enumerate(value):
-            if not isinstance(item, Mapping):
+            if type(item) is not dict and not isinstance(item, Mapping):  # a dict answered without the ABC
                 self.fail(f"{path}{key}[{i}]", "must be an object")
             else:
                 out.append((f"{path}{key}[{i}].", item))
@@ -448,7 +448,7 @@ class _Reader:
         value = data.get(key)
         if value is None:
             return None
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             self.fail(f"{path}{key}", "must be an object")
             return None
         return value

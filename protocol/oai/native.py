@@ -92,7 +92,7 @@ def _write(out: list[str], data: Mapping[str, Any]) -> None:
                     append(f"<{name}>{plain_or_escaped(item)}</{name}>")
                 else:
                     _write_one(out, name, item)
-        elif isinstance(value, Mapping) and not value:
+        elif (kind is dict or isinstance(value, Mapping)) and not value:
             continue  # an object whose fields are all absent says nothing
         elif isinstance(value, list):
             name = LIST_ITEMS.get(key, key)
@@ -103,7 +103,7 @@ def _write(out: list[str], data: Mapping[str, Any]) -> None:
 
 
 def _write_one(out: list[str], name: str, value: Any) -> None:
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         out.append(f"<{name}>")
         _write(out, value)
         out.append(f"</{name}>")
