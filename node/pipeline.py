@@ -87,7 +87,10 @@ class WorkerSpec:
     resolver: Any  # a module-level PlaceResolver (pickled by reference) or None
     crosswalk_rules: dict[str, Any]
     taxonomy: Any  # Taxonomy
-    sqlite_path: str | None  # the node's SQLite file, read for content hashes (None: PostgreSQL, memory)
+    # Where a worker reads the content hashes committed before the import: the node's SQLite
+    # file, or its PostgreSQL URL (both None for an in-memory database).
+    sqlite_path: str | None
+    postgres_url: str | None
 
 
 @dataclass
@@ -104,12 +107,71 @@ class ItemResult:
     prepared: Prepared | None  # the write, with the sheet only as its stored JSON
 
 
+class _Lookup:
+    """Content hashes of live rows, as committed before the import began (a read-only connection).
+
+    Only a hint: the writer checks every write against the row it reads in its own transaction,
+    and any failure here means no hint (every sheet is rendered).
+    """
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.sqlite: sqlite3.Connection | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pg: Any = None
+        try:
+            if spec.sqlite_path is not None:
+                self.sqlite = sqlite3.connect(Path(spec.sqlite_path).as_uri() + "?mode=ro", uri=True)
+            elif spec.postgres_url is not None:
+                import asyncpg
+
+                self.loop = asyncio.new_event_loop()
+                self.pg = self.loop.run_until_complete(asyncpg.connect(spec.postgres_url))
+        except Exception:  # no hint, as documented
+            self.sqlite = self.pg = None
+
+    def close(self) -> None:
+        """Close the connection (a worker's goes with its process)."""
+        if self.sqlite is not None:
+            self.sqlite.close()
+        if self.pg is not None and self.loop is not None:
+            self.loop.run_until_complete(self.pg.close())
+        if self.loop is not None:
+            self.loop.close()
+        self.sqlite = self.pg = self.loop = None
+
+    def hashes(self, source: str, local_ids: list[str]) -> dict[str, str]:
+        if not local_ids:
+            return {}
+        try:
+            if self.sqlite is not None:
+                marks = ", ".join("?" for _ in local_ids)
+                rows = self.sqlite.execute(
+                    "SELECT local_id, content_hash FROM sheet"
+                    f" WHERE source = ? AND deleted = 0 AND local_id IN ({marks})",
+                    [source, *local_ids],
+                ).fetchall()
+            elif self.pg is not None and self.loop is not None:
+                rows = self.loop.run_until_complete(
+                    self.pg.fetch(
+                        "SELECT local_id, content_hash FROM sheet"
+                        " WHERE source = $1 AND NOT deleted AND local_id = ANY($2::text[])",
+                        source,
+                        local_ids,
+                    )
+                )
+            else:
+                return {}
+        except Exception:  # no hint
+            return {}
+        return {str(local_id): str(digest) for local_id, digest in rows}
+
+
 @dataclass
 class _Worker:
     importer: Importer
     store: SheetStore
     hub: bool
-    lookup: sqlite3.Connection | None  # read-only, on the importing node's SQLite file
+    lookup: _Lookup
 
 
 _worker: _Worker | None = None
@@ -131,28 +193,7 @@ def _init(spec_bytes: bytes) -> None:
         crosswalk=Crosswalk(partner=spec.partner.name, rules=spec.crosswalk_rules),
         taxonomy=spec.taxonomy,
     )
-    lookup = None
-    if spec.sqlite_path is not None:
-        lookup = sqlite3.connect(Path(spec.sqlite_path).as_uri() + "?mode=ro", uri=True, check_same_thread=False)
-    _worker = _Worker(importer, store, spec.hub, lookup)
-
-
-def _stored_hashes(worker: _Worker, local_ids: list[str]) -> dict[str, str]:
-    """Content hashes of the live rows of these ids, as committed before the import began.
-
-    Only a hint: the writer checks every write against the row it reads in its own transaction.
-    """
-    if worker.lookup is None or not local_ids:
-        return {}
-    marks = ", ".join("?" for _ in local_ids)
-    try:
-        rows = worker.lookup.execute(
-            f"SELECT local_id, content_hash FROM sheet WHERE source = ? AND deleted = 0 AND local_id IN ({marks})",
-            [worker.store.source, *local_ids],
-        ).fetchall()
-    except sqlite3.Error:
-        return {}  # no hint: every sheet is rendered
-    return {str(local_id): str(digest) for local_id, digest in rows}
+    _worker = _Worker(importer, store, spec.hub, _Lookup(spec))
 
 
 def _work(lines: list[tuple[int, str]], stamp: int, file: str) -> list[ItemResult]:
@@ -186,7 +227,7 @@ def _work(lines: list[tuple[int, str]], stamp: int, file: str) -> list[ItemResul
             )
         )
         sheets.append(sheet)
-    stored = _stored_hashes(worker, [s.local_id for s in sheets if s is not None])
+    stored = worker.lookup.hashes(worker.store.source, [s.local_id for s in sheets if s is not None])
     for result, sheet in zip(out, sheets, strict=True):
         if sheet is not None:
             uri = worker.store.make_uri(sheet.local_id)
@@ -214,6 +255,7 @@ def spec_of(importer: Importer) -> bytes | None:
         crosswalk_rules=dict(importer.crosswalk.rules),
         taxonomy=importer.taxonomy,
         sqlite_path=store.db.sqlite_path(),
+        postgres_url=store.db.url if store.db.dialect == "postgres" else None,
     )
     try:
         return pickle.dumps(spec)
