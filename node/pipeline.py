@@ -120,7 +120,9 @@ class _Lookup:
         self.pg: Any = None
         try:
             if spec.sqlite_path is not None:
-                self.sqlite = sqlite3.connect(Path(spec.sqlite_path).as_uri() + "?mode=ro", uri=True)
+                self.sqlite = sqlite3.connect(
+                    Path(spec.sqlite_path).as_uri() + "?mode=ro", uri=True, check_same_thread=False
+                )
             elif spec.postgres_url is not None:
                 import asyncpg
 
