@@ -111,7 +111,7 @@ def prepare(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False, stored: st
         digest,
         set_specs(dated, hub=hub),
         stamp,
-        json.dumps(full, ensure_ascii=False),
+        _to_json(full),
         None if stored == digest else render_formats(dated, data=full),
     )
 
@@ -167,10 +167,15 @@ class WriteResult:
 Listener = Callable[[BaseDBAsyncClient, Sequence[Change]], Awaitable[None]]
 
 
+# json.dumps(obj, **options) builds an encoder on every call: these are built once (same output).
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+_to_hashed_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _hash(data: dict[str, Any]) -> str:
     """Hash of what a reader sees: bookkeeping dates are excluded so they never count as a change."""
     visible = {k: v for k, v in data.items() if k not in ("datestamp", "modified", "created")}
-    blob = json.dumps(visible, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = _to_hashed_json(visible)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -311,9 +316,7 @@ class SheetStore:
             full = _with_dates(data, sheet)
             sets = set_specs(sheet, hub=self.hub)
             write = _Write(sheet, full, digest, sets)
-            item = _Row(
-                sheet.local_id, uri, sheet.title, digest, sets, json.dumps(full, ensure_ascii=False), None, write
-            )
+            item = _Row(sheet.local_id, uri, sheet.title, digest, sets, _to_json(full), None, write)
             self._place(item, row, stamp, inserts, updates, results)
         await self._write_rows(inserts, updates, tx, stamp)
         return results

@@ -47,15 +47,16 @@ _space = re.compile(r"[ \t\r\f\v]{2,}|[\t\r\f\v]")
 _blank_lines = re.compile(r"\n\s*\n+")
 
 
+# Built once: nh3.clean(text, **options) converts its options on every call (two thirds of its time).
+_sanitizer = nh3.Cleaner(
+    tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes=URL_SCHEMES, link_rel="nofollow noopener"
+)
+_tag_stripper = nh3.Cleaner(tags=set())
+
+
 def sanitize_html(text: str) -> str:
     """Keep only allow-listed tags and attributes; links get ``rel="nofollow noopener"``."""
-    return nh3.clean(
-        text,
-        tags=ALLOWED_TAGS,
-        attributes=ALLOWED_ATTRIBUTES,
-        url_schemes=URL_SCHEMES,
-        link_rel="nofollow noopener",
-    ).strip()
+    return _sanitizer.clean(text).strip()
 
 
 def markdown_to_html(text: str) -> str:
@@ -98,7 +99,7 @@ def _strip_tags(text: str) -> str:
     """Text of an HTML fragment with every tag dropped (script/style content too), entities kept."""
     if _PLAIN.fullmatch(text):
         return _TAG.sub("", text)  # the sanitiser's own output (every stored description)
-    return nh3.clean(text, tags=set())
+    return _tag_stripper.clean(text)
 
 
 def html_to_text(text: str) -> str:

@@ -8,7 +8,16 @@ import nh3
 import pytest
 
 from node.demo import generate, handwritten
-from protocol.text import _PLAIN, _blocks, _strip_tags, html_to_text, sanitize_html
+from protocol.text import (
+    _PLAIN,
+    ALLOWED_ATTRIBUTES,
+    ALLOWED_TAGS,
+    URL_SCHEMES,
+    _blocks,
+    _strip_tags,
+    html_to_text,
+    sanitize_html,
+)
 
 TRICKY = [
     "",
@@ -113,3 +122,18 @@ def test_generated_descriptions_take_the_plain_path() -> None:
 def test_html_to_text_blocks_and_entities() -> None:
     html = "<p>Un &amp; deux</p><ul><li>trois&nbsp;quatre</li><li>cinq  <em>six</em></li></ul>"
     assert html_to_text(html) == "Un & deux\ntrois\xa0quatre\ncinq six"
+
+
+def test_sanitize_html_is_nh3_clean_with_the_allow_list() -> None:
+    """The prebuilt cleaner gives what nh3.clean with the same options gives."""
+    rng = random.Random(6)
+    texts = [*TRICKY, *("".join(rng.choice(PIECES) for _ in range(rng.randint(1, 25))) for _ in range(1000))]
+    for text in texts:
+        expected = nh3.clean(
+            text,
+            tags=ALLOWED_TAGS,
+            attributes=ALLOWED_ATTRIBUTES,
+            url_schemes=URL_SCHEMES,
+            link_rel="nofollow noopener",
+        ).strip()
+        assert sanitize_html(text) == expected, text
