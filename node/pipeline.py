@@ -3,18 +3,26 @@
 An import of a native JSON-lines file spends most of its time in pure Python per
 sheet: decoding, validation, geocoding, sanitising, then what storage computes
 for a write (canonical dict, content hash, set memberships, the two pre-rendered
-OAI formats, the stored JSON text: :func:`node.storage.prepare_write`). With
+OAI formats, the stored JSON text: :func:`node.storage.prepare`). With
 ``[node] write_workers = N`` that work runs in ``N`` spawned worker processes,
 one chunk of lines (the importer's batch) at a time, while the importing process
 reads the file, checks repeated ids in file order and writes to the database.
+
+A write comes back as a :class:`node.storage.Prepared`: plain texts, the sheet
+only as its stored JSON, so the writer unpickles no sheet objects (it decodes the
+JSON only for change listeners, or for a write it must compute again). Each worker
+reads, through its own read-only connection, the content hashes committed before
+the import, and does not render a sheet whose hash is already stored: a re-import
+of an unchanged file renders nothing.
 
 What stays as it was: one transaction for the whole file (all or nothing), the
 errors with their line numbers and fields, in file order, the progress callback,
 and the streaming: at most ``2 × N`` chunks are in flight, so memory does not grow
 with the file. Each chunk is stamped when it is sent (its sheets' datestamp);
 storage checks every prepared write against the row it finds and computes again
-the rare one that disagrees (another URI, an older creation date to keep), so the
-database ends up byte for byte as with the in-process path.
+the rare one that disagrees (another URI, an older creation date to keep, a hash
+hint that was wrong), so the database ends up byte for byte as with the in-process
+path.
 """
 
 from __future__ import annotations
