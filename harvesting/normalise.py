@@ -62,9 +62,9 @@ class CrosswalkError(ValueError):
 
 
 def _default_resolver() -> PlaceResolver:
-    from node.geocode import resolve_place
+    from node.geocode import make_resolver
 
-    return resolve_place
+    return make_resolver()  # the node's own: the default gazetteer, remembered per place
 
 
 @dataclass

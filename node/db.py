@@ -104,6 +104,12 @@ class Database:
         await Tortoise.close_connections()
         self._conn = None
 
+    def sqlite_path(self) -> str | None:
+        """The absolute path of the SQLite file (None for PostgreSQL or an in-memory database)."""
+        if self.dialect != "sqlite" or self.url.startswith("sqlite://:memory:"):
+            return None
+        return str(Path(self.url[len("sqlite://") :].split("?", 1)[0]).resolve())
+
     def safe_url(self) -> str:
         """The URL without its password, for logs and ``essaim doctor``."""
         parts = urlsplit(self.url)
@@ -140,6 +146,36 @@ class Database:
         if rows:
             # Both drivers take any sequence of parameter sequences: no copy of every row.
             await (conn or self.conn).execute_many(self.q(sql), cast(Any, rows if isinstance(rows, list) else [*rows]))
+
+    async def insert_many(
+        self,
+        table: str,
+        columns: Sequence[str],
+        pg_types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        conn: BaseDBAsyncClient | None = None,
+    ) -> None:
+        """INSERT ``rows`` into ``table``, in their order.
+
+        SQLite runs the statement once per row (a prepared statement, in C). On PostgreSQL
+        the rows go as one array per column to a single ``INSERT ... SELECT FROM unnest``:
+        one statement for the server instead of one per row (several times faster for
+        short rows), ordered by position so that generated keys follow the rows' order.
+        """
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.dialect != "postgres":
+            marks = ", ".join("?" for _ in columns)
+            await self.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows, conn)
+            return
+        arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(pg_types, start=1))
+        aliases = ", ".join(f"c{i}" for i in range(len(columns)))
+        sql = (
+            f"INSERT INTO {table} ({names}) SELECT {aliases} FROM unnest({arrays})"
+            f" WITH ORDINALITY AS t({aliases}, position) ORDER BY position"
+        )
+        await (conn or self.conn).execute_query(sql, [list(column) for column in zip(*rows, strict=True)])
 
     async def keep_statistics(self, inserted: int, conn: BaseDBAsyncClient | None = None) -> None:
         """Refresh PostgreSQL's planner statistics of the sheet tables while a bulk write grows them.

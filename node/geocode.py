@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from functools import cache
+from functools import cache, lru_cache
 
 from node.geo import Gazetteer
 from node.geo.gazetteer import distance_km
@@ -107,9 +107,30 @@ def max_precision(a: Precision, b: Precision) -> Precision:
     return a if rank.get(a, 0) >= rank.get(b, 0) else b
 
 
+# Places repeat across a file (the same commune and postcode on many sheets): the default
+# gazetteer's answer is a pure function of the place, kept for the last few thousand seen.
+_CACHED = 8192
+
+
+@lru_cache(maxsize=_CACHED)
+def _resolve_default(place: Place) -> tuple[Place, str]:
+    return resolve_place(place)
+
+
+def resolve_default(place: Place) -> tuple[Place, str]:
+    """:func:`resolve_place` with the default gazetteer, remembered per place.
+
+    Equal places get the same answer; a zero coordinate skips the memory, since ``-0.0 == 0.0``
+    and the answer keeps the partner's own point.
+    """
+    if place.lat == 0 or place.lon == 0:
+        return resolve_place(place)
+    return _resolve_default(place)
+
+
 def make_resolver() -> PlaceResolver:
     """The offline resolver used by imports and edits."""
-    return resolve_place
+    return resolve_default
 
 
 _COARSE = {Precision.UNKNOWN, Precision.COUNTRY, Precision.REGION, Precision.DEPARTEMENT, Precision.POSTCODE}

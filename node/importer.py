@@ -176,10 +176,10 @@ class Importer:
                 pipeline = self._pipeline(path)
                 if pipeline is not None:
                     try:
-                        async for sheets, writes, stamp in pipeline.batches(path, report):
-                            seen.update(s.local_id for s in sheets)
-                            if report.ok and sheets:
-                                for result in await self.store.upsert_many(sheets, tx=tx, prepared=writes, stamp=stamp):
+                        async for writes, stamp in pipeline.batches(path, report):
+                            seen.update(w.local_id for w in writes)
+                            if report.ok and writes:
+                                for result in await self.store.upsert_prepared(writes, tx=tx, stamp=stamp):
                                     setattr(report, result.status, getattr(report, result.status) + 1)
                     finally:
                         pipeline.close()

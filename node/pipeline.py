@@ -3,18 +3,26 @@
 An import of a native JSON-lines file spends most of its time in pure Python per
 sheet: decoding, validation, geocoding, sanitising, then what storage computes
 for a write (canonical dict, content hash, set memberships, the two pre-rendered
-OAI formats, the stored JSON text: :func:`node.storage.prepare_write`). With
+OAI formats, the stored JSON text: :func:`node.storage.prepare`). With
 ``[node] write_workers = N`` that work runs in ``N`` spawned worker processes,
 one chunk of lines (the importer's batch) at a time, while the importing process
 reads the file, checks repeated ids in file order and writes to the database.
+
+A write comes back as a :class:`node.storage.Prepared`: plain texts, the sheet
+only as its stored JSON, so the writer unpickles no sheet objects (it decodes the
+JSON only for change listeners, or for a write it must compute again). Each worker
+reads, through its own read-only connection, the content hashes committed before
+the import, and does not render a sheet whose hash is already stored: a re-import
+of an unchanged file renders nothing.
 
 What stays as it was: one transaction for the whole file (all or nothing), the
 errors with their line numbers and fields, in file order, the progress callback,
 and the streaming: at most ``2 × N`` chunks are in flight, so memory does not grow
 with the file. Each chunk is stamped when it is sent (its sheets' datestamp);
 storage checks every prepared write against the row it finds and computes again
-the rare one that disagrees (another URI, an older creation date to keep), so the
-database ends up byte for byte as with the in-process path.
+the rare one that disagrees (another URI, an older creation date to keep, a hash
+hint that was wrong), so the database ends up byte for byte as with the in-process
+path.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import asyncio
 import copyreg
 import multiprocessing
 import pickle
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from node.importer import MAX_ERRORS, Importer, ImportReport, RowError
-from node.storage import SheetStore, _Write, prepare_write
+from node.storage import Prepared, SheetStore, prepare
 from protocol import sheet as model
 from protocol.taxonomy import Crosswalk
 
@@ -65,7 +74,7 @@ for _cls in (
     model.Image,
     model.Link,
     model.Match,
-    _Write,
+    Prepared,
 ):
     copyreg.pickle(_cls, _reducer(_cls))
 
@@ -86,6 +95,10 @@ class WorkerSpec:
     resolver: Any  # a module-level PlaceResolver (pickled by reference) or None
     crosswalk_rules: dict[str, Any]
     taxonomy: Any  # Taxonomy
+    # Where a worker reads the content hashes committed before the import: the node's SQLite
+    # file, or its PostgreSQL URL (both None for an in-memory database).
+    sqlite_path: str | None
+    postgres_url: str | None
 
 
 @dataclass
@@ -99,11 +112,79 @@ class ItemResult:
     geocoding: dict[str, int]
     unresolved: list[str]
     unknown_codes: dict[str, int]
-    sheet: model.Sheet | None  # as the in-process path hands it to storage (pickled with ``write``,
-    write: _Write | None  # whose dated copy shares its parts: sent once)
+    prepared: Prepared | None  # the write, with the sheet only as its stored JSON
 
 
-_worker: tuple[Importer, SheetStore, bool] | None = None
+class _Lookup:
+    """Content hashes of live rows, as committed before the import began (a read-only connection).
+
+    Only a hint: the writer checks every write against the row it reads in its own transaction,
+    and any failure here means no hint (every sheet is rendered).
+    """
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.sqlite: sqlite3.Connection | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pg: Any = None
+        try:
+            if spec.sqlite_path is not None:
+                self.sqlite = sqlite3.connect(
+                    Path(spec.sqlite_path).as_uri() + "?mode=ro", uri=True, check_same_thread=False
+                )
+            elif spec.postgres_url is not None:
+                import asyncpg
+
+                self.loop = asyncio.new_event_loop()
+                self.pg = self.loop.run_until_complete(asyncpg.connect(spec.postgres_url))
+        except Exception:  # no hint, as documented
+            self.sqlite = self.pg = None
+
+    def close(self) -> None:
+        """Close the connection (a worker's goes with its process)."""
+        if self.sqlite is not None:
+            self.sqlite.close()
+        if self.pg is not None and self.loop is not None:
+            self.loop.run_until_complete(self.pg.close())
+        if self.loop is not None:
+            self.loop.close()
+        self.sqlite = self.pg = self.loop = None
+
+    def hashes(self, source: str, local_ids: list[str]) -> dict[str, str]:
+        if not local_ids:
+            return {}
+        try:
+            if self.sqlite is not None:
+                marks = ", ".join("?" for _ in local_ids)
+                rows = self.sqlite.execute(
+                    "SELECT local_id, content_hash FROM sheet"
+                    f" WHERE source = ? AND deleted = 0 AND local_id IN ({marks})",
+                    [source, *local_ids],
+                ).fetchall()
+            elif self.pg is not None and self.loop is not None:
+                rows = self.loop.run_until_complete(
+                    self.pg.fetch(
+                        "SELECT local_id, content_hash FROM sheet"
+                        " WHERE source = $1 AND NOT deleted AND local_id = ANY($2::text[])",
+                        source,
+                        local_ids,
+                    )
+                )
+            else:
+                return {}
+        except Exception:  # no hint
+            return {}
+        return {str(local_id): str(digest) for local_id, digest in rows}
+
+
+@dataclass
+class _Worker:
+    importer: Importer
+    store: SheetStore
+    hub: bool
+    lookup: _Lookup
+
+
+_worker: _Worker | None = None
 
 
 def _init(spec_bytes: bytes) -> None:
@@ -122,29 +203,27 @@ def _init(spec_bytes: bytes) -> None:
         crosswalk=Crosswalk(partner=spec.partner.name, rules=spec.crosswalk_rules),
         taxonomy=spec.taxonomy,
     )
-    _worker = (importer, store, spec.hub)
+    _worker = _Worker(importer, store, spec.hub, _Lookup(spec))
 
 
 def _work(lines: list[tuple[int, str]], stamp: int, file: str) -> list[ItemResult]:
     import json
 
     assert _worker is not None, "worker not initialised"
-    importer, store, hub = _worker
+    worker = _worker
+    importer = worker.importer
     out: list[ItemResult] = []
+    sheets: list[model.Sheet | None] = []
     for number, text in lines:
         report = ImportReport(file=file, mapping=importer.mapping.name)
         try:
             item = json.loads(text)
         except json.JSONDecodeError as exc:
             report.add_error(RowError(number, "line", f"is not valid JSON: {exc.msg}"))
-            out.append(ItemResult(number, False, None, report.errors, {}, [], {}, None, None))
+            out.append(ItemResult(number, False, None, report.errors, {}, [], {}, None))
+            sheets.append(None)
             continue
         sheet = importer.native_item(number, item, report, None)
-        write = None
-        if sheet is not None:
-            write = prepare_write(sheet, store.make_uri(sheet.local_id), stamp, hub=hub)
-            # The dict is what ``text`` says: not sent back (unpickling it cost the writer more).
-            write = _Write(write.sheet, None, write.digest, write.sets, write.stamp, write.text, write.formats)
         out.append(
             ItemResult(
                 number,
@@ -154,10 +233,15 @@ def _work(lines: list[tuple[int, str]], stamp: int, file: str) -> list[ItemResul
                 report.geocoding,
                 report.unresolved_places,
                 report.unknown_codes,
-                sheet,
-                write,
+                None,
             )
         )
+        sheets.append(sheet)
+    stored = worker.lookup.hashes(worker.store.source, [s.local_id for s in sheets if s is not None])
+    for result, sheet in zip(out, sheets, strict=True):
+        if sheet is not None:
+            uri = worker.store.make_uri(sheet.local_id)
+            result.prepared = prepare(sheet, uri, stamp, hub=worker.hub, stored=stored.get(sheet.local_id))
     return out
 
 
@@ -180,6 +264,8 @@ def spec_of(importer: Importer) -> bytes | None:
         resolver=importer.resolver,
         crosswalk_rules=dict(importer.crosswalk.rules),
         taxonomy=importer.taxonomy,
+        sqlite_path=store.db.sqlite_path(),
+        postgres_url=store.db.url if store.db.dialect == "postgres" else None,
     )
     try:
         return pickle.dumps(spec)
@@ -230,10 +316,8 @@ class Pipeline:
         if chunk:
             yield chunk
 
-    async def batches(
-        self, path: Path, report: ImportReport
-    ) -> AsyncIterator[tuple[list[model.Sheet], list[_Write], int]]:
-        """(sheets, their prepared writes, stamp) per chunk, in file order; errors go to ``report``."""
+    async def batches(self, path: Path, report: ImportReport) -> AsyncIterator[tuple[list[Prepared], int]]:
+        """(prepared writes, their stamp) per chunk, in file order; errors go to ``report``."""
         self._decode_error = None
         store = self.importer.store
         loop = asyncio.get_running_loop()
@@ -258,14 +342,13 @@ class Pipeline:
             waiting, stamp = in_flight.popleft()
             results = await waiting
             refill()  # the workers go on while this chunk is merged and written
-            sheets: list[model.Sheet] = []
-            writes: list[_Write] = []
+            writes: list[Prepared] = []
             for item in results:
                 if item.row:
                     report.rows += 1
                     if self.importer.progress:
                         self.importer.progress(report.rows)
-                if item.local_id is None or item.sheet is None or item.write is None:
+                if item.local_id is None or item.prepared is None:
                     for error in item.errors:
                         report.add_error(error)
                     continue
@@ -277,9 +360,8 @@ class Pipeline:
                 seen[item.local_id] = item.line
                 _merge(report, item)
                 report.sheets += 1
-                sheets.append(item.sheet)
-                writes.append(item.write)
-            yield sheets, writes, stamp
+                writes.append(item.prepared)
+            yield writes, stamp
         if self._decode_error is not None:
             report.add_error(self._decode_error)
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -47,41 +47,104 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class _Write:
     sheet: Sheet
-    data: dict[str, Any] | None  # sheet_to_dict(sheet); None when ``text`` carries it (from a worker)
+    data: dict[str, Any]  # sheet_to_dict(sheet)
     digest: str
     sets: tuple[str, ...]
-    # Filled by prepare_write (possibly in a worker process): the stored JSON text, the rendered
-    # OAI formats and the stamp the dates were set with.
-    stamp: int | None = None
-    text: str | None = None
-    formats: dict[str, str] | None = None
 
 
-def prepare_write(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False) -> _Write:
-    """Everything a write of ``sheet`` under ``uri`` at ``stamp`` computes, without the database.
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A write of one sheet computed away from the database (a worker process, see node.pipeline).
 
-    It is what :meth:`SheetStore.upsert_many` computes itself for a new sheet (or one whose
-    creation date is its own): pure, so a worker process can do it; storage uses it only when
-    the row it finds agrees (same URI, same stamp, no older creation date to keep).
+    It carries what the writer stores, and the sheet only as that stored JSON (``text``), which
+    the writer decodes only when it needs the sheet itself: for change listeners, or to compute
+    the write again when the row it finds disagrees (another URI, an older creation date to
+    keep, another stamp). ``formats`` is None when the worker found the same content hash
+    stored already: an unchanged sheet is not rendered.
+    """
+
+    local_id: str
+    uri: str
+    title: str
+    own_created: bool  # the sheet came with its creation date
+    own_modified: bool
+    digest: str
+    sets: tuple[str, ...]
+    stamp: int
+    text: str  # json.dumps of the dated sheet's dict, as stored
+    formats: dict[str, str] | None
+
+    def dated(self) -> Sheet:
+        """The sheet as written: under its URI, with its dates."""
+        return sheet_from_dict(json.loads(self.text))
+
+    def sheet(self) -> Sheet:
+        """The sheet as it was handed to storage (no URI yet, only its own dates)."""
+        dated = self.dated()
+        return replace(
+            dated,
+            id="",
+            created=dated.created if self.own_created else None,
+            modified=dated.modified if self.own_modified else None,
+        )
+
+
+def prepare(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False, stored: str | None = None) -> Prepared:
+    """What a write of ``sheet`` (no URI yet) under ``uri`` at ``stamp`` computes, without the database.
+
+    It is what :meth:`SheetStore.upsert_many` computes for a new sheet or one whose creation
+    date is its own. ``stored`` is the content hash found stored for it, if any: when it is
+    the same, the OAI formats are not rendered (the write will most likely be "unchanged").
     """
     data = sheet_to_dict(sheet)
     data["id"] = uri
     digest = _hash(data)
     now = _to_datetime(stamp)
-    dated = replace(sheet, id=uri, created=sheet.created or now, modified=sheet.modified or now, datestamp=now)
+    dated = _dated(sheet, uri, sheet.created or now, sheet.modified or now, now)
     full = _with_dates(data, dated)
-    return _Write(
-        dated,
-        full,
+    return Prepared(
+        sheet.local_id,
+        uri,
+        sheet.title,
+        sheet.created is not None,
+        sheet.modified is not None,
         digest,
         set_specs(dated, hub=hub),
         stamp,
-        json.dumps(full, ensure_ascii=False),
-        render_formats(dated, data=full),
+        _to_json(full),
+        None if stored == digest else render_formats(dated, data=full),
     )
 
 
 _SHEET_FIELDS = tuple(Sheet.__dataclass_fields__)
+_DATED = ("id", "created", "modified", "datestamp")
+
+
+def _dated_copier() -> Callable[[Sheet, str, datetime, datetime, datetime], Sheet]:
+    # ``replace(sheet, id=..., created=..., modified=..., datestamp=...)`` written out once, field
+    # by field (dataclasses.replace walks the fields on every call; this runs on every write).
+    args = ", ".join(name if name in _DATED else f"sheet.{name}" for name in _SHEET_FIELDS)
+    source = f"def dated(sheet, id, created, modified, datestamp):\n    return Sheet({args})\n"
+    namespace: dict[str, Any] = {"Sheet": Sheet}
+    exec(source, namespace)  # noqa: S102 -- field names are identifiers of our own dataclass
+    copier: Callable[[Sheet, str, datetime, datetime, datetime], Sheet] = namespace["dated"]
+    return copier
+
+
+_dated = _dated_copier()
+_SHEET_COLUMNS = (
+    "uri",
+    "source",
+    "local_id",
+    "stamp",
+    "deleted",
+    "content_hash",
+    "title",
+    "data",
+    "sets",
+    "provenance",
+)
+_SHEET_TYPES = ("text", "text", "text", "bigint", "boolean", "text", "text", "text", "text", "text")
 _DATES = ("created", "modified", "datestamp")
 
 
@@ -104,10 +167,15 @@ class WriteResult:
 Listener = Callable[[BaseDBAsyncClient, Sequence[Change]], Awaitable[None]]
 
 
+# json.dumps(obj, **options) builds an encoder on every call: these are built once (same output).
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+_to_hashed_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _hash(data: dict[str, Any]) -> str:
     """Hash of what a reader sees: bookkeeping dates are excluded so they never count as a change."""
     visible = {k: v for k, v in data.items() if k not in ("datestamp", "modified", "created")}
-    blob = json.dumps(visible, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = _to_hashed_json(visible)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -125,6 +193,43 @@ def _uuid5_url(name: str) -> str:
 
 def _to_datetime(stamp: int) -> datetime:
     return datetime.fromtimestamp(stamp, tz=UTC)
+
+
+@dataclass(slots=True)
+class _Row:
+    """One sheet row about to be written, from either path (``write`` in-process, ``prepared`` from a worker)."""
+
+    local_id: str
+    uri: str
+    title: str
+    digest: str
+    sets: tuple[str, ...]
+    text: str
+    formats: dict[str, str] | None
+    write: _Write | None
+    prepared: Prepared | None = None
+    kind: str = "create"
+    pk: int = 0
+
+    def dated(self) -> Sheet:
+        if self.write is not None:
+            return self.write.sheet
+        assert self.prepared is not None
+        return self.prepared.dated()
+
+    def rendered(self) -> dict[str, str]:
+        if self.formats is None:
+            assert self.write is not None
+            self.formats = render_formats(self.write.sheet, data=self.write.data)
+        return self.formats
+
+
+def _no_repeats(local_ids: Iterable[str]) -> None:
+    seen: set[str] = set()
+    for local_id in local_ids:  # checked up front: a repeat in a later batch would be a silent second write
+        if local_id in seen:
+            raise ValueError(f"local id {local_id!r} appears twice in one write")
+        seen.add(local_id)
 
 
 class SheetStore:
@@ -162,137 +267,145 @@ class SheetStore:
             results = await self.upsert_many([sheet], tx=tx)
         return results[0]
 
-    async def upsert_many(
-        self,
-        sheets: Sequence[Sheet],
-        *,
-        tx: BaseDBAsyncClient,
-        prepared: Sequence[_Write | None] | None = None,
-        stamp: int | None = None,
-    ) -> list[WriteResult]:
-        """Write a batch inside the caller's transaction; unchanged sheets keep their datestamp.
-
-        ``prepared`` (one item per sheet, from :func:`prepare_write` at ``stamp``) is the
-        computation already done elsewhere (a worker process); an item the rows found here
-        disagree with is computed again, so the result is the same either way.
-        """
-        seen: set[str] = set()
-        for sheet in sheets:  # checked up front: a repeat in a later batch would be a silent second write
-            if sheet.local_id in seen:
-                raise ValueError(f"local id {sheet.local_id!r} appears twice in one write")
-            seen.add(sheet.local_id)
+    async def upsert_many(self, sheets: Sequence[Sheet], *, tx: BaseDBAsyncClient) -> list[WriteResult]:
+        """Write a batch inside the caller's transaction; unchanged sheets keep their datestamp."""
+        _no_repeats(s.local_id for s in sheets)
         results: list[WriteResult] = []
         for start in range(0, len(sheets), BATCH):
-            chunk = prepared[start : start + BATCH] if prepared is not None else None
-            results.extend(await self._upsert_batch(sheets[start : start + BATCH], tx, chunk, stamp))
+            results.extend(await self._upsert_batch(sheets[start : start + BATCH], tx))
+        return results
+
+    async def upsert_prepared(
+        self, items: Sequence[Prepared], *, tx: BaseDBAsyncClient, stamp: int
+    ) -> list[WriteResult]:
+        """:meth:`upsert_many` of writes computed elsewhere at ``stamp`` (:func:`prepare`).
+
+        An item the row found here disagrees with is computed again from its sheet, so the
+        database ends up the same either way.
+        """
+        _no_repeats(p.local_id for p in items)
+        results: list[WriteResult] = []
+        for start in range(0, len(items), BATCH):
+            results.extend(await self._upsert_prepared_batch(items[start : start + BATCH], tx, stamp))
         return results
 
     async def _upsert_batch(
-        self,
-        sheets: Sequence[Sheet],
-        tx: BaseDBAsyncClient,
-        prepared: Sequence[_Write | None] | None = None,
-        stamp: int | None = None,
+        self, sheets: Sequence[Sheet], tx: BaseDBAsyncClient, stamp: int | None = None
     ) -> list[WriteResult]:
         stamp = self.now() if stamp is None else stamp
         await self.db.keep_statistics(0, tx)
         existing = await self._existing([s.local_id for s in sheets], tx)
-        inserts: list[_Write] = []
-        updates: list[tuple[int, _Write, str, str]] = []
+        inserts: list[_Row] = []
+        updates: list[_Row] = []
         results: list[WriteResult] = []
-        for i, sheet in enumerate(sheets):
+        for sheet in sheets:
             row = existing.get(sheet.local_id)
             uri = str(row["uri"]) if row else (sheet.id or self.make_uri(sheet.local_id))
-            pre = prepared[i] if prepared is not None else None
-            if pre is not None and (pre.sheet.id != uri or pre.stamp != stamp):
-                pre = None  # prepared under another URI or time: done again here
-            data: dict[str, Any] | None = None
-            if pre is not None:
-                digest = pre.digest
-            else:
-                # The dict of the sheet under its URI: "id" is always present (a text), so setting it
-                # keeps the field order, and the sheet itself is copied only once, when it changed.
-                data = sheet_to_dict(sheet)
-                data["id"] = uri
-                digest = _hash(data)
+            # The dict of the sheet under its URI: "id" is always present (a text), so setting it
+            # keeps the field order, and the sheet itself is copied only once, when it changed.
+            data = sheet_to_dict(sheet)
+            data["id"] = uri
+            digest = _hash(data)
             if row is not None and not row["deleted"] and row["content_hash"] == digest:
                 results.append(WriteResult("unchanged", sheet.local_id, row["uri"], int(row["stamp"])))
                 continue
             now = _to_datetime(stamp)
             kept = self._created_of(row) if row and sheet.created is None else None
-            if pre is not None and kept is None:
-                write = pre  # its creation date is the sheet's own or now, as computed here
-            else:
-                if data is None:
-                    data = sheet_to_dict(sheet)
-                    data["id"] = uri
-                created = sheet.created or kept or now
-                sheet = replace(sheet, id=uri, created=created, modified=sheet.modified or now, datestamp=now)
-                write = _Write(sheet, _with_dates(data, sheet), digest, set_specs(sheet, hub=self.hub))
-            sheet = write.sheet
-            if row is None:
-                inserts.append(write)
-                results.append(WriteResult("created", sheet.local_id, uri, stamp))
-            else:
-                # A tombstone written again is a creation for readers (ActivityPub: Create, not Update),
-                # under the same URI.
-                kind = "create" if row["deleted"] else "update"
-                updates.append((int(row["pk_id"]), write, str(row["uri"]), kind))
-                results.append(WriteResult(kind + "d", sheet.local_id, str(row["uri"]), stamp))
-        changes: list[Change] = []
-        fresh: set[int] = set()
+            created = sheet.created or kept or now
+            sheet = _dated(sheet, uri, created, sheet.modified or now, now)
+            full = _with_dates(data, sheet)
+            sets = set_specs(sheet, hub=self.hub)
+            write = _Write(sheet, full, digest, sets)
+            item = _Row(sheet.local_id, uri, sheet.title, digest, sets, _to_json(full), None, write)
+            self._place(item, row, stamp, inserts, updates, results)
+        await self._write_rows(inserts, updates, tx, stamp)
+        return results
+
+    async def _upsert_prepared_batch(
+        self, items: Sequence[Prepared], tx: BaseDBAsyncClient, stamp: int
+    ) -> list[WriteResult]:
+        await self.db.keep_statistics(0, tx)
+        existing = await self._existing([p.local_id for p in items], tx)
+        inserts: list[_Row] = []
+        updates: list[_Row] = []
+        results: list[WriteResult] = []
+        again: list[Sheet] = []
+        for p in items:
+            row = existing.get(p.local_id)
+            if p.stamp != stamp or (row is not None and row["uri"] != p.uri):
+                again.append(p.sheet())  # prepared under another URI or time
+                continue
+            if row is not None and not row["deleted"] and row["content_hash"] == p.digest:
+                results.append(WriteResult("unchanged", p.local_id, row["uri"], int(row["stamp"])))
+                continue
+            if p.formats is None or (row is not None and not p.own_created and self._created_of(row) is not None):
+                again.append(p.sheet())  # not rendered, or a stored creation date to keep
+                continue
+            self._place(
+                _Row(p.local_id, p.uri, p.title, p.digest, p.sets, p.text, p.formats, None, p),
+                row,
+                stamp,
+                inserts,
+                updates,
+                results,
+            )
+        await self._write_rows(inserts, updates, tx, stamp)
+        if again:
+            results.extend(await self._upsert_batch(again, tx, stamp))
+        return results
+
+    @staticmethod
+    def _place(
+        item: _Row,
+        row: dict[str, Any] | None,
+        stamp: int,
+        inserts: list[_Row],
+        updates: list[_Row],
+        results: list[WriteResult],
+    ) -> None:
+        if row is None:
+            inserts.append(item)
+            results.append(WriteResult("created", item.local_id, item.uri, stamp))
+        else:
+            # A tombstone written again is a creation for readers (ActivityPub: Create, not Update),
+            # under the same URI.
+            item.kind = "create" if row["deleted"] else "update"
+            item.pk = int(row["pk_id"])
+            updates.append(item)
+            results.append(WriteResult(item.kind + "d", item.local_id, item.uri, stamp))
+
+    async def _write_rows(self, inserts: list[_Row], updates: list[_Row], tx: BaseDBAsyncClient, stamp: int) -> None:
         if inserts:
-            await self.db.executemany(
-                "INSERT INTO sheet (uri, source, local_id, stamp, deleted, content_hash, title, data, sets, provenance)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            await self.db.insert_many(
+                "sheet",
+                _SHEET_COLUMNS,
+                _SHEET_TYPES,
                 [
-                    (
-                        w.sheet.id,
-                        self.source,
-                        w.sheet.local_id,
-                        stamp,
-                        False,
-                        w.digest,
-                        w.sheet.title,
-                        w.text if w.text is not None else json.dumps(w.data, ensure_ascii=False),
-                        " ".join(w.sets),
-                        None,
-                    )
-                    for w in inserts
+                    (r.uri, self.source, r.local_id, stamp, False, r.digest, r.title, r.text, " ".join(r.sets), None)
+                    for r in inserts
                 ],
                 conn=tx,
             )
             await self.db.keep_statistics(len(inserts), tx)
-            pks = await self._existing([w.sheet.local_id for w in inserts], tx)
-            for w in inserts:
-                pk = int(pks[w.sheet.local_id]["pk_id"])
-                fresh.add(pk)
-                changes.append(Change("create", pk, w.sheet.id, w.sheet.local_id, stamp, w.sheet, w, self.source))
+            pks = await self._existing([r.local_id for r in inserts], tx)
+            for r in inserts:
+                r.pk = int(pks[r.local_id]["pk_id"])
         if updates:
             await self.db.executemany(
                 "UPDATE sheet SET stamp = ?, deleted = ?, content_hash = ?, title = ?, data = ?, sets = ?"
                 " WHERE pk_id = ?",
-                [
-                    (
-                        stamp,
-                        False,
-                        w.digest,
-                        w.sheet.title,
-                        w.text if w.text is not None else json.dumps(w.data, ensure_ascii=False),
-                        " ".join(w.sets),
-                        pk,
-                    )
-                    for pk, w, _, _ in updates
-                ],
+                [(stamp, False, r.digest, r.title, r.text, " ".join(r.sets), r.pk) for r in updates],
                 conn=tx,
             )
-            for pk, w, uri, kind in updates:
-                changes.append(Change(kind, pk, uri, w.sheet.local_id, stamp, w.sheet, w, self.source))
-        if changes:
-            await self._write_derived(changes, tx, fresh)
-            for listener in (*self.listeners, *self.db.sheet_listeners):
+        rows = inserts + updates
+        if not rows:
+            return
+        await self._write_derived(rows, tx, stamp, stale=[(r.pk,) for r in updates])
+        listeners = (*self.listeners, *self.db.sheet_listeners)
+        if listeners:
+            changes = [Change(r.kind, r.pk, r.uri, r.local_id, stamp, r.dated(), r.write, self.source) for r in rows]
+            for listener in listeners:
                 await listener(tx, changes)
-        return results
 
     async def delete(self, local_id: str) -> WriteResult:
         async with self.db.transaction() as tx:
@@ -331,23 +444,21 @@ class SheetStore:
         return results
 
     async def _write_derived(
-        self, changes: Sequence[Change], tx: BaseDBAsyncClient, fresh: set[int] | None = None
+        self, rows: Sequence[_Row], tx: BaseDBAsyncClient, stamp: int, *, stale: Sequence[tuple[int]]
     ) -> None:
-        """Set memberships and pre-rendered OAI metadata of changed sheets (``fresh`` rows have none yet)."""
-        stale = [(c.pk,) for c in changes if not fresh or c.pk not in fresh]
+        """Set memberships and pre-rendered OAI metadata of written rows (``stale``: those that had some)."""
         await self.db.executemany("DELETE FROM sheet_set WHERE sheet_pk = ?", stale, conn=tx)
         await self.db.executemany("DELETE FROM sheet_format WHERE sheet_pk = ?", stale, conn=tx)
         set_rows: list[tuple[int, str, int]] = []
         format_rows: list[tuple[int, str, str]] = []
-        for c in changes:
-            assert c.sheet is not None
-            w = c.write or _Write(c.sheet, sheet_to_dict(c.sheet), "", set_specs(c.sheet, hub=self.hub))
-            set_rows.extend((c.pk, spec, c.stamp) for spec in w.sets)
-            formats = w.formats if w.formats is not None else render_formats(c.sheet, data=w.data)
-            format_rows.extend((c.pk, prefix, xml) for prefix, xml in formats.items())
-        await self.db.executemany("INSERT INTO sheet_set (sheet_pk, spec, stamp) VALUES (?, ?, ?)", set_rows, conn=tx)
-        await self.db.executemany(
-            "INSERT INTO sheet_format (sheet_pk, prefix, xml) VALUES (?, ?, ?)", format_rows, conn=tx
+        for r in rows:
+            set_rows.extend((r.pk, spec, stamp) for spec in r.sets)
+            format_rows.extend((r.pk, prefix, xml) for prefix, xml in r.rendered().items())
+        await self.db.insert_many(
+            "sheet_set", ("sheet_pk", "spec", "stamp"), ("bigint", "text", "bigint"), set_rows, tx
+        )
+        await self.db.insert_many(
+            "sheet_format", ("sheet_pk", "prefix", "xml"), ("bigint", "text", "text"), format_rows, tx
         )
 
     async def _existing(self, local_ids: Sequence[str], conn: BaseDBAsyncClient) -> dict[str, dict[str, Any]]:

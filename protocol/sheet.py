@@ -223,7 +223,11 @@ def utc_seconds(value: datetime) -> datetime:
 
 
 def format_datestamp(value: datetime) -> str:
-    return utc_seconds(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is not UTC or value.microsecond:
+        value = utc_seconds(value)
+    if value.year < 1000:  # as strftime writes it (no zero padding of the year on every platform)
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{value.year}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z"
 
 
 # ------------------------------------------------------------------ serialisation
@@ -323,6 +327,13 @@ class _Reader:
 
     def text(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
         value = data.get(key)
+        if type(value) is str:  # the usual case, answered first
+            stripped = value.strip()
+            if stripped:
+                return stripped
+            if required:
+                self.fail(f"{path}{key}", "is required")
+            return None
         if value is None or (isinstance(value, str) and not value.strip()):
             if required:
                 self.fail(f"{path}{key}", "is required")
@@ -362,6 +373,12 @@ class _Reader:
         value = data.get(key)
         if value is None or value == "":
             return default
+        try:
+            member = kind._value2member_map_.get(value)  # what kind(value) looks up first
+        except TypeError:  # not hashable: kind(value) says it is not a member
+            member = None
+        if member is not None:
+            return member
         try:
             return kind(value)
         except ValueError:
@@ -421,7 +438,7 @@ class _Reader:
             return []
         out = []
         for i, item in enumerate(value):
-            if not isinstance(item, Mapping):
+            if type(item) is not dict and not isinstance(item, Mapping):  # a dict answered without the ABC
                 self.fail(f"{path}{key}[{i}]", "must be an object")
             else:
                 out.append((f"{path}{key}[{i}].", item))
@@ -431,7 +448,7 @@ class _Reader:
         value = data.get(key)
         if value is None:
             return None
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             self.fail(f"{path}{key}", "must be an object")
             return None
         return value

@@ -68,7 +68,9 @@ def dublin_core_xml(sheet: Sheet, taxonomy: Taxonomy | None = None) -> str:
             attr = langs.get(lang)
             if attr is None:
                 attr = langs[lang] = f' xml:lang="{escape_xml(lang, quote=True)}"' if lang else ""
-            out.append(f"<dc:{name}{attr}>{escape_text(text)}</dc:{name}>")
+            if not ("&" not in text and "<" not in text and ">" not in text and "\r" not in text):
+                text = escape_text(text)
+            out.append(f"<dc:{name}{attr}>{text}</dc:{name}>")
 
     dc("title", sheet.title, sheet.language)
     if sheet.holder is not None:

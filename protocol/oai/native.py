@@ -69,20 +69,30 @@ def escape_text(text: str, quote: bool = False) -> str:
     return text
 
 
+def plain_or_escaped(text: str) -> str:
+    """:func:`escape_xml` of a text, answered without a copy for printable text with nothing to escape."""
+    if text.isprintable() and "&" not in text and "<" not in text and ">" not in text:
+        return text
+    return escape_text(xml_text(text))
+
+
 def _write(out: list[str], data: Mapping[str, Any]) -> None:
     append = out.append
     for key, value in data.items():
         kind = type(value)
         if kind is str:
-            append(f"<{key}>{escape_text(xml_text(value))}</{key}>")
+            # plain_or_escaped, inlined (dozens of values per sheet, on every write).
+            if not (value.isprintable() and "&" not in value and "<" not in value and ">" not in value):
+                value = escape_text(xml_text(value))
+            append(f"<{key}>{value}</{key}>")
         elif kind is list:
             name = LIST_ITEMS.get(key, key)
             for item in value:
                 if type(item) is str:
-                    append(f"<{name}>{escape_text(xml_text(item))}</{name}>")
+                    append(f"<{name}>{plain_or_escaped(item)}</{name}>")
                 else:
                     _write_one(out, name, item)
-        elif isinstance(value, Mapping) and not value:
+        elif (kind is dict or isinstance(value, Mapping)) and not value:
             continue  # an object whose fields are all absent says nothing
         elif isinstance(value, list):
             name = LIST_ITEMS.get(key, key)
@@ -93,7 +103,7 @@ def _write(out: list[str], data: Mapping[str, Any]) -> None:
 
 
 def _write_one(out: list[str], name: str, value: Any) -> None:
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         out.append(f"<{name}>")
         _write(out, value)
         out.append(f"</{name}>")

@@ -7,7 +7,10 @@ compared, as are the reports: errors with their lines, repeats across chunks, pr
 
 from __future__ import annotations
 
+import asyncio
 import json
+import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,10 @@ from node.demo import write_demo_file
 from node.geocode import make_resolver
 from node.importer import Importer, ImportFailed, ImportReport
 from node.mapping import load_mapping
-from node.storage import SheetStore
+from node.storage import Change, SheetStore
 from protocol.sheet import Partner
-from tests.oai_support import T0, Clock
+from tests import oai_support
+from tests.oai_support import T0, Clock, open_database
 
 BASE = "https://noeud.essaim.test"
 PARTNER = Partner(name="Réseau test", id=BASE + "/actor")
@@ -40,40 +44,55 @@ def every_file_goes_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "MIN_BYTES", 0)
 
 
-async def _run(tmp: Path, name: str, files: list[Path], workers: int) -> tuple[list[Any], list[Any]]:
-    """Import ``files`` one after the other; (reports or errors, every stored row)."""
+async def _run(
+    tmp: Path, name: str, files: list[Path], workers: int, backend: str = "sqlite"
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Import ``files`` one after the other; (reports or errors, every stored row, what listeners saw)."""
+    if backend == "postgres":
+        async with open_database("postgres") as db:  # emptied when opened
+            return await _imports(db, files, workers)
     db = Database(f"sqlite:///{tmp}/{name}.sqlite3")
     await db.upgrade()
     await db.open()
     try:
-        store = SheetStore(db, base_url=BASE, clock=Clock(T0))
-        progress: list[int] = []
-        importer = Importer(
-            store,
-            load_mapping("native"),
-            partner=PARTNER,
-            licence=LICENCE,
-            resolver=make_resolver(),
-            progress=progress.append,
-            batch=150,
-            workers=workers,
-        )
-        if workers:
-            used = importer._pipeline(files[0])
-            assert used is not None, "the import would not use the workers"
-            used.close()
-        reports: list[Any] = []
-        for file in files:
-            try:
-                report = await importer.run(file)
-            except ImportFailed as failed:
-                report = failed.report
-            reports.append(_comparable(report) | {"progress": progress[:]})
-            progress.clear()
-        rows = [await db.fetch(sql) for sql in TABLES]
-        return reports, rows
+        return await _imports(db, files, workers)
     finally:
         await db.close()
+
+
+async def _imports(db: Database, files: list[Path], workers: int) -> tuple[list[Any], list[Any], list[Any]]:
+    store = SheetStore(db, base_url=BASE, clock=Clock(T0))
+    changes: list[Any] = []
+
+    async def listener(tx: Any, batch: Sequence[Change]) -> None:
+        changes.extend((c.kind, c.uri, c.local_id, c.stamp, c.sheet, c.source) for c in batch)
+
+    store.listeners.append(listener)
+    progress: list[int] = []
+    importer = Importer(
+        store,
+        load_mapping("native"),
+        partner=PARTNER,
+        licence=LICENCE,
+        resolver=make_resolver(),
+        progress=progress.append,
+        batch=150,
+        workers=workers,
+    )
+    if workers:
+        used = importer._pipeline(files[0])
+        assert used is not None, "the import would not use the workers"
+        used.close()
+    reports: list[Any] = []
+    for file in files:
+        try:
+            report = await importer.run(file)
+        except ImportFailed as failed:
+            report = failed.report
+        reports.append(_comparable(report) | {"progress": progress[:]})
+        progress.clear()
+    rows = [await db.fetch(sql) for sql in TABLES]
+    return reports, rows, sorted(changes, key=lambda c: (c[3], c[2]))
 
 
 def _comparable(report: ImportReport) -> dict[str, Any]:
@@ -113,8 +132,28 @@ async def test_workers_write_byte_for_byte_what_one_process_writes(tmp_path: Pat
     assert alone[0][2]["updated"] > 0
     for ours, theirs in zip(workers[1], alone[1], strict=True):
         assert ours == theirs
+    # Change listeners (outbox, search queue) are handed the same sheets, decoded from the worker's JSON.
+    assert len(alone[2]) == alone[0][0]["sheets"] + alone[0][2]["updated"] + 1
+    assert workers[2] == alone[2]
     assert len(alone[1][1]) == 2 * alone[0][0]["sheets"] + 2  # two formats per sheet, and the new one
     assert alone[0][0]["progress"] == list(range(1, alone[0][0]["rows"] + 1))
+
+
+async def test_workers_on_postgresql_write_what_one_process_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on PostgreSQL, where the workers read the stored hashes through their own connection."""
+    monkeypatch.setattr(oai_support, "PG_DATABASE", oai_support.PG_DATABASE + "_pipeline")
+    first = tmp_path / "first.jsonl"
+    write_demo_file(first, 300, seed=23, partner=PARTNER.name)
+    second = tmp_path / "second.jsonl"
+    _edited(first, second)
+    files = [first, first, second]
+    alone = await _run(tmp_path, "alone", files, workers=0, backend="postgres")
+    workers = await _run(tmp_path, "workers", files, workers=2, backend="postgres")
+    assert alone[0][1]["unchanged"] == alone[0][1]["sheets"]
+    assert alone[0][2]["updated"] > 0
+    assert workers == alone
 
 
 async def test_refused_lines_are_reported_with_their_numbers_and_nothing_is_written(tmp_path: Path) -> None:
@@ -143,3 +182,30 @@ async def test_refused_lines_are_reported_with_their_numbers_and_nothing_is_writ
     ]
     assert "already used at item 11" in report["errors"][2]["message"]
     assert alone[1][0] == []  # all or nothing
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_worker_reads_the_committed_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """What lets a re-import skip rendering unchanged sheets: the hashes as committed, tombstones left out."""
+    monkeypatch.setattr(oai_support, "PG_DATABASE", oai_support.PG_DATABASE + "_pipeline")
+    file = tmp_path / "sheets.jsonl"
+    write_demo_file(file, 20, seed=24, partner=PARTNER.name)
+    async with open_database(backend) as db:
+        store = SheetStore(db, base_url=BASE, clock=Clock(T0))
+        importer = Importer(store, load_mapping("native"), partner=PARTNER, licence=LICENCE, workers=2)
+        await importer.run(file)
+        await store.delete("main-verte-rennes")
+        spec = pipeline.spec_of(importer)
+        assert spec is not None
+        # As in a worker process: out of any running event loop (the PostgreSQL lookup runs its own).
+        lookup = await asyncio.to_thread(pipeline._Lookup, pickle.loads(spec))
+        rows = await db.fetch("SELECT local_id, content_hash FROM sheet WHERE deleted = ?", [False])
+        ids = [str(r["local_id"]) for r in rows]
+        assert ids and "main-verte-rennes" not in ids
+        assert await asyncio.to_thread(lookup.hashes, "", [*ids, "main-verte-rennes", "absent"]) == {
+            str(r["local_id"]): str(r["content_hash"]) for r in rows
+        }
+        assert await asyncio.to_thread(lookup.hashes, "another-source", ids) == {}
+        await asyncio.to_thread(lookup.close)

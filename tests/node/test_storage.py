@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from node.db import Database
-from node.storage import BATCH, Change, SheetStore
+from node.storage import BATCH, Change, SheetStore, prepare
 from protocol.sheet import Partner, Place, Sheet, Stage, Tombstone, sheet_to_dict
 from tests import oai_support
 from tests.oai_support import T0, Clock, make_sheet, open_database
@@ -257,6 +257,20 @@ async def test_batch_writes_commit_together(db: Database, store: SheetStore, clo
     assert await store.get("projet-7") is None
 
 
+async def test_rows_of_a_batch_are_numbered_in_the_order_given(db: Database, store: SheetStore) -> None:
+    """OAI-PMH lists one datestamp's sheets by row number: a batch's order is kept (PostgreSQL inserts
+    a batch as one statement of arrays)."""
+    order = [7, 2, 9, 0, 5, 11, 3]
+    async with db.transaction() as tx:
+        await store.upsert_many([fresh(n) for n in order], tx=tx)
+    rows = await db.fetch("SELECT local_id FROM sheet ORDER BY pk_id")
+    assert [r["local_id"] for r in rows] == [f"projet-{n}" for n in order]
+    sets = await db.fetch("SELECT s.local_id, t.spec FROM sheet_set t JOIN sheet s ON s.pk_id = t.sheet_pk")
+    assert {r["local_id"] for r in sets} == {f"projet-{n}" for n in order}
+    formats = await db.fetch("SELECT sheet_pk, prefix FROM sheet_format")
+    assert len(formats) == 2 * len(order)
+
+
 async def test_rollback_leaves_nothing(db: Database, store: SheetStore, clock: Clock) -> None:
     class Boom(Exception):
         pass
@@ -475,3 +489,75 @@ async def test_storage_settings(db: Database) -> None:
     else:
         assert settings["server_version"]
         assert settings["synchronous_commit"] in ("on", "remote_apply", "remote_write", "local")
+
+
+# --------------------------------------------------------------------------- writes prepared elsewhere
+
+
+async def _stored_rows(db: Database) -> list[Any]:
+    return [
+        await db.fetch(
+            "SELECT uri, local_id, stamp, deleted, content_hash, title, data, sets FROM sheet ORDER BY pk_id"
+        ),
+        await db.fetch(
+            "SELECT s.local_id, f.prefix, f.xml FROM sheet_format f JOIN sheet s ON s.pk_id = f.sheet_pk"
+            " ORDER BY s.local_id, f.prefix"
+        ),
+        await db.fetch(
+            "SELECT s.local_id, t.spec, t.stamp FROM sheet_set t JOIN sheet s ON s.pk_id = t.sheet_pk"
+            " ORDER BY s.local_id, t.spec"
+        ),
+    ]
+
+
+async def test_prepared_writes_end_as_direct_ones_even_when_the_worker_guessed_wrong(
+    db: Database, store: SheetStore, clock: Clock
+) -> None:
+    """A worker's write (node.pipeline) that the row disagrees with is computed again: a stale
+    "unchanged" hint (no formats), another stamp, a stored creation date to keep, a tombstone."""
+    async with db.transaction() as tx:
+        await store.upsert_many([fresh(n) for n in range(6)], tx=tx)
+        await store.delete_many(["projet-5"], tx=tx)
+    clock.tick(30)
+    stamp = store.now()
+    edited = [
+        fresh(0, title="Changé, mais annoncé inchangé"),  # hint: the new hash is the stored one (wrong)
+        fresh(1, title="Changé, sans date de création", created=None),  # the stored one is kept
+        fresh(2, title="Changé, préparé à une autre heure"),
+        fresh(3),  # unchanged
+        fresh(5, title="Revenue"),  # a tombstone written again
+        fresh(9),  # new
+    ]
+    prepared = []
+    for sheet in edited:
+        uri = store.make_uri(sheet.local_id)
+        p = prepare(sheet, uri, stamp - 5 if sheet.local_id == "projet-2" else stamp)
+        if sheet.local_id == "projet-0":
+            p = prepare(sheet, uri, stamp, stored=p.digest)
+            assert p.formats is None
+        prepared.append(p)
+    async with db.transaction() as tx:
+        results = await store.upsert_prepared(prepared, tx=tx, stamp=stamp)
+    assert sorted((r.local_id, r.status) for r in results) == [
+        ("projet-0", "updated"),
+        ("projet-1", "updated"),
+        ("projet-2", "updated"),
+        ("projet-3", "unchanged"),
+        ("projet-5", "created"),
+        ("projet-9", "created"),
+    ]
+    ours = await _stored_rows(db)
+    # The same history written directly, from an empty database.
+    for table in ("sheet_set", "sheet_format", "sheet"):
+        await db.execute(f"DELETE FROM {table}")
+    clock.now = T0
+    async with db.transaction() as tx:
+        await store.upsert_many([fresh(n) for n in range(6)], tx=tx)
+        await store.delete_many(["projet-5"], tx=tx)
+    clock.tick(30)
+    async with db.transaction() as tx:
+        await store.upsert_many(edited, tx=tx)
+    assert ours == await _stored_rows(db)
+    kept = await store.get("projet-1")
+    first = fresh(1).created
+    assert isinstance(kept, Sheet) and first is not None and kept.created == first  # the stored one, kept
