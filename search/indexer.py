@@ -35,7 +35,7 @@ from node.db import Database
 from node.storage import Change
 from protocol.errors import SheetValidationError
 from protocol.sheet import sheet_from_dict
-from search.client import SearchClient
+from search.client import SearchClient, encode_documents
 from search.errors import NodesUnavailable, NotFound
 from search.schema import ALIAS, document_from_sheet, document_id
 
@@ -60,7 +60,7 @@ async def lookup_clusters(lookup: ClusterLookup | None, db: Database, uris: Sequ
 
 @dataclass(frozen=True, slots=True)
 class IndexerConfig:
-    batch_size: int = 500
+    batch_size: int = 1000
     poll: float = 0.5
     lease: int = 120
     retry_base: float = 1.0
@@ -200,6 +200,14 @@ def build_documents(
     return docs, deletes, broken
 
 
+def build_and_encode(
+    rows: Sequence[Mapping[str, Any]], clusters: Mapping[str, str] | None
+) -> tuple[list[dict[str, Any]], list[str], dict[str, str], list[str]]:
+    """:func:`build_documents` and the documents' JSON lines (one worker-thread call)."""
+    docs, deletes, broken = build_documents(rows, clusters)
+    return docs, deletes, broken, encode_documents(docs)
+
+
 async def read_sheets(db: Database, pks: Sequence[int]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for start in range(0, len(pks), CHUNK):
@@ -294,6 +302,7 @@ class _Batch:
     docs: list[dict[str, Any]]
     deletes: list[str]
     broken: dict[str, str]
+    lines: list[str]  # the documents' JSON lines, encoded in the build thread
 
 
 class IndexWorker:
@@ -460,10 +469,10 @@ class IndexWorker:
         sheets = await read_sheets(self.db, pks)
         found = {str(s["uri"]) for s in sheets}
         clusters = await lookup_clusters(self.clusters, self.db, [str(s["uri"]) for s in sheets if not s["deleted"]])
-        docs, deletes, broken = await asyncio.to_thread(build_documents, sheets, clusters)
+        docs, deletes, broken, lines = await asyncio.to_thread(build_and_encode, sheets, clusters)
         # A queue row whose sheet row is gone entirely: remove its document too.
         deletes += [document_id(str(r["uri"])) for r in rows if str(r["uri"]) not in found]
-        return _Batch(token, rows, docs, deletes, broken)
+        return _Batch(token, rows, docs, deletes, broken, lines)
 
     async def _apply(self, batch: _Batch) -> None:
         token, rows, docs, deletes, broken = batch.token, batch.rows, batch.docs, batch.deletes, batch.broken
@@ -474,7 +483,7 @@ class IndexWorker:
             try:
                 if docs:
                     report = await self.client.import_documents(
-                        target, docs, "upsert", batch_size=len(docs), raise_on_failure=False
+                        target, docs, "upsert", batch_size=len(docs), raise_on_failure=False, lines=batch.lines
                     )
                     for failure in report.failures:
                         if failure.id is not None:
