@@ -25,7 +25,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ log = logging.getLogger("essaim.search.indexer")
 
 CHUNK = 500  # ids per SQL statement (SQLite allows 32766 parameters)
 BUILDING_KEY = "building"  # index_state key: the collection a reindex is filling
+RECENT_WINDOW = 30.0  # seconds of acknowledged sheets sent again after a server restart or outage
 
 # uri -> duplicate-cluster id; the hub's duplicate detection provides it (optional, sync or async).
 ClusterLookup = Callable[[Database, Sequence[str]], Awaitable[Mapping[str, str]] | Mapping[str, str]]
@@ -343,6 +345,29 @@ class IndexWorker:
         self._pending_logged = 0.0
         self.indexed = 0
         self.deleted = 0
+        self._recent: deque[tuple[float, list[int]]] = deque()  # (when acknowledged, sheet pks)
+
+    def _remember(self, pks: Iterable[int]) -> None:
+        now = time.monotonic()
+        self._recent.append((now, list(pks)))
+        while self._recent and self._recent[0][0] < now - RECENT_WINDOW:
+            self._recent.popleft()
+
+    async def requeue_recent(self) -> int:
+        """Queue again the sheets acknowledged in the last :data:`RECENT_WINDOW` seconds.
+
+        Called when the server stops answering or was restarted: Typesense 0.24 has been
+        seen to lose an import it had acknowledged a few milliseconds before a SIGKILL
+        (tests/search/test_hub_index.py). Sending them again is an idempotent upsert (a
+        tombstone's row deletes again).
+        """
+        pks = list(dict.fromkeys(pk for _, batch in self._recent for pk in batch))
+        self._recent.clear()
+        if not pks:
+            return 0
+        queued = await enqueue_sheets(self.db, pks=pks)
+        log.info("index.requeued_recent", extra={"event": "index.requeued_recent", "sheets": queued})
+        return queued
 
     def count(self, name: str, by: int = 1) -> None:
         if self._count is not None:
@@ -385,6 +410,7 @@ class IndexWorker:
                     if self._unavailable_since is None:
                         self._unavailable_since = time.monotonic()
                         log.warning("index.unavailable", extra={"event": "index.unavailable", "error": str(exc)[:300]})
+                        await self.requeue_recent()
                     await self._log_pending()
                     await self._sleep(delay)
                     delay = min(self.config.retry_max, delay * 2)
@@ -522,6 +548,8 @@ class IndexWorker:
                 "index.refused",
                 extra={"event": "index.refused", "documents": len(errors), "given_up": given_up, "first": first},
             )
+        acked = set(good)
+        self._remember(int(r["sheet_pk"]) for r in rows if int(r["id"]) in acked)
         self.indexed += len(docs) - len(refused)
         self.deleted += len(deletes)
         self.count("index_upserts_total", len(docs) - len(refused))

@@ -133,6 +133,8 @@ class SearchRuntime:
                 if self.server is not None and self.server.take_restart():
                     self.service.ready = False
                     log.warning("search.restarted", extra={"event": "search.restarted", "pid": self.server.pid})
+                    if self.worker is not None:  # it may not have seen the outage (a restart between batches)
+                        await self.worker.requeue_recent()
                     await self._wait_loaded(json.loads(await get_state(self.db, COUNT_KEY) or "{}"))
                     self.service.ready = True
                     self.service.changed()
