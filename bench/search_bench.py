@@ -1,17 +1,18 @@
 """Search benchmark: the hub's search API against the same queries sent straight to Typesense.
 
 The hub is the real application (``essaim node serve`` with ``role = hub``) in its own
-process, running its embedded Typesense 0.24.1. The corpus is N generated sheets
+process, running its embedded Typesense 0.24.1. The corpus is 100,000 generated sheets
 (``node.demo.generate``: plausible French sheets over real communes, five partners)
-imported once through the real importer into a SQLite hub database, cached under
-``var/bench/search/`` (``--rebuild`` builds it again). Each run copies the database,
+imported once through the real importer into a SQLite hub database; a larger size adds
+copies of those sheet rows (own pk, URI and local id). Both are cached under
+``var/bench/search/`` (``--rebuild`` builds them again). Each run copies the database,
 starts the hub on an empty Typesense data directory and measures:
 
 * ``index_drain``: the hub finds an empty index, queues every sheet and its index
   worker drains the queue (database read, document build with the French stemmer,
-  import with every row checked); documents/s until the queue is empty. Peer: the same
-  documents, built beforehand, imported straight into a fresh collection of the same
-  Typesense (1,000 per request), and the ratio.
+  import with every row checked); documents/s until Typesense holds them all. Peer: the
+  same documents, exported from the hub's collection to a file, streamed straight into
+  a fresh collection of the same Typesense (1,000 per request), and the ratio.
 * ``write_to_searchable``: a burst of sheets written through ``SheetStore.upsert_many``
   (in this process, on the hub's database, as a harvest does) until ``/api/search``
   finds them all; sheets/s end to end.
@@ -24,8 +25,10 @@ starts the hub on an empty Typesense data directory and measures:
   hub/direct is reported for p50/p95/p99.
 * ``mixed``: open-loop traffic at ``--qps`` (default 50) mixing (a)-(d) for
   ``--mixed-seconds``, against the hub and against Typesense directly.
+* ``reindex``: ``essaim hub reindex`` beside the serving hub, one client searching.
 
     python bench/search_bench.py [--size 100000] [--seconds 5] [--qps 50] [--rebuild]
+                                 [--steps burst,queries,reindex] [--corpus-only]
 
 Figures are JSON lines on stdout (and in ``bench/results/search-<N>.jsonl``).
 """
