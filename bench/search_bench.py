@@ -1,17 +1,18 @@
 """Search benchmark: the hub's search API against the same queries sent straight to Typesense.
 
 The hub is the real application (``essaim node serve`` with ``role = hub``) in its own
-process, running its embedded Typesense 0.24.1. The corpus is N generated sheets
+process, running its embedded Typesense 0.24.1. The corpus is 100,000 generated sheets
 (``node.demo.generate``: plausible French sheets over real communes, five partners)
-imported once through the real importer into a SQLite hub database, cached under
-``var/bench/search/`` (``--rebuild`` builds it again). Each run copies the database,
+imported once through the real importer into a SQLite hub database; a larger size adds
+copies of those sheet rows (own pk, URI and local id). Both are cached under
+``var/bench/search/`` (``--rebuild`` builds them again). Each run copies the database,
 starts the hub on an empty Typesense data directory and measures:
 
 * ``index_drain``: the hub finds an empty index, queues every sheet and its index
   worker drains the queue (database read, document build with the French stemmer,
-  import with every row checked); documents/s until the queue is empty. Peer: the same
-  documents, built beforehand, imported straight into a fresh collection of the same
-  Typesense (1,000 per request), and the ratio.
+  import with every row checked); documents/s until Typesense holds them all. Peer: the
+  same documents, exported from the hub's collection to a file, streamed straight into
+  a fresh collection of the same Typesense (1,000 per request), and the ratio.
 * ``write_to_searchable``: a burst of sheets written through ``SheetStore.upsert_many``
   (in this process, on the hub's database, as a harvest does) until ``/api/search``
   finds them all; sheets/s end to end.
@@ -24,8 +25,10 @@ starts the hub on an empty Typesense data directory and measures:
   hub/direct is reported for p50/p95/p99.
 * ``mixed``: open-loop traffic at ``--qps`` (default 50) mixing (a)-(d) for
   ``--mixed-seconds``, against the hub and against Typesense directly.
+* ``reindex``: ``essaim hub reindex`` beside the serving hub, one client searching.
 
     python bench/search_bench.py [--size 100000] [--seconds 5] [--qps 50] [--rebuild]
+                                 [--steps burst,queries,reindex] [--corpus-only]
 
 Figures are JSON lines on stdout (and in ``bench/results/search-<N>.jsonl``).
 """
@@ -113,6 +116,85 @@ async def build_corpus(size: int, path: Path) -> None:
         await db.close()
 
 
+BASE_SIZE = 100_000  # sheets imported through the real importer; larger corpora replicate them
+
+
+def replicate_corpus(base: Path, size: int, path: Path) -> None:
+    """``size`` sheets from the ``base`` corpus: its rows, then copies of its ``sheet`` rows.
+
+    Importing 1M sheets through the importer takes ~17 min here; a copy keeps the
+    sheet's content (title, text, places, partner) and gets its own pk, URI and local
+    id, substituted in the stored JSON. Only ``sheet`` rows are copied (the search
+    index reads nothing else; the pre-rendered OAI formats exist for the base rows).
+    """
+    import sqlite3
+    import uuid
+
+    for stale in path.parent.glob(path.name + "*"):
+        stale.unlink()
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.copy(base, tmp)
+    conn = sqlite3.connect(tmp)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")  # a build, not a durability test
+    columns = "pk_id, uri, source, local_id, stamp, deleted, content_hash, title, data, sets, provenance"
+    rows = conn.execute(f"SELECT {columns} FROM sheet ORDER BY pk_id").fetchall()
+    pk = int(rows[-1][0])
+    copy = 0
+    with conn:
+        while pk < size:
+            copy += 1
+            batch = []
+            for row in rows:
+                if pk >= size:
+                    break
+                pk += 1
+                _, uri, source, local_id, stamp, deleted, content_hash, title, data, sets, provenance = row
+                new_uri = f"http://127.0.0.1/sheets/{uuid.uuid5(uuid.NAMESPACE_URL, f'{uri}#{copy}')}"
+                new_local = f"{local_id}-c{copy}"
+                new_data = data.replace(json.dumps(uri), json.dumps(new_uri)).replace(
+                    json.dumps(local_id), json.dumps(new_local)
+                )
+                if new_data == data:
+                    raise RuntimeError(f"sheet {uri}: its id was not found in its stored JSON")
+                batch.append(
+                    (pk, new_uri, source, new_local, stamp, deleted, content_hash, title, new_data, sets, provenance)
+                )
+            conn.executemany(f"INSERT INTO sheet ({columns}) VALUES ({', '.join('?' * 11)})", batch)
+        conn.execute("DELETE FROM bench_corpus")
+        conn.execute("INSERT INTO bench_corpus VALUES (?, ?)", [size, CORPUS_VERSION])
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    os.replace(tmp, path)
+
+
+async def ensure_corpus(size: int, rebuild: bool) -> Path:
+    """The cached corpus of ``size`` sheets (built, or replicated from the base, when missing)."""
+    corpus = WORK / f"corpus-{size}.sqlite3"
+    if not rebuild and corpus_ok(corpus, size):
+        return corpus
+    base = WORK / f"corpus-{min(size, BASE_SIZE)}.sqlite3"
+    if rebuild or not corpus_ok(base, min(size, BASE_SIZE)):
+        t = time.monotonic()
+        await build_corpus(min(size, BASE_SIZE), base)
+        emit(
+            {
+                "bench": "search",
+                "step": "corpus_built",
+                "sheets": min(size, BASE_SIZE),
+                "seconds": round(time.monotonic() - t, 1),
+            }
+        )
+    if size > BASE_SIZE:
+        t = time.monotonic()
+        await asyncio.to_thread(replicate_corpus, base, size, corpus)
+        emit(
+            {"bench": "search", "step": "corpus_replicated", "sheets": size, "seconds": round(time.monotonic() - t, 1)}
+        )
+    return corpus
+
+
 def corpus_ok(path: Path, size: int) -> bool:
     import sqlite3
 
@@ -146,7 +228,7 @@ class HubProcess:
             f'role = "hub"\ndata_dir = "{data}"\nbase_url = "{self.url}"\n'
             f'database_url = "sqlite:///{db_path}"\nlog_level = "WARNING"\n'
             "[hub]\nscheduler = false\n[federation]\nenabled = false\n"
-            "[search]\nbatch_size = 1000\npoll = 0.2\nready_within = 120\n",
+            "[search]\npoll = 0.2\nready_within = 120\n",
             encoding="utf-8",
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -200,6 +282,22 @@ class HubProcess:
             return None
         return None
 
+    def typesense_rss(self) -> dict[str, float] | None:
+        """Resident and peak resident MB of the hub's Typesense child (``VmRSS``, ``VmHWM``)."""
+        assert self.proc is not None
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) != self.proc.pid or "typesense" not in stat.read_text():
+                    continue
+                status = dict(
+                    line.split(":", 1) for line in (stat.parent / "status").read_text().splitlines() if ":" in line
+                )
+            except (OSError, IndexError, ValueError):
+                continue
+            return {k: round(int(status[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
+        return None
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -207,6 +305,57 @@ class HubProcess:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+async def direct_import(ts_url: str, key: str, file: Path, batch: int = 1000) -> float:
+    """Documents/s of a raw JSONL import of the hub's own documents into a fresh collection."""
+    from search.schema import ALIAS, collection_schema
+
+    headers = {"X-TYPESENSE-API-KEY": key}
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as s:
+        async with s.get(f"{ts_url}/collections/{ALIAS}/documents/export") as r:
+            r.raise_for_status()
+            with file.open("wb") as out:
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    out.write(chunk)
+        async with s.post(f"{ts_url}/collections", json=collection_schema("bench_direct")) as r:
+            r.raise_for_status()
+        imported = 0
+        url = f"{ts_url}/collections/bench_direct/documents/import"
+
+        async def send(lines: list[bytes]) -> None:
+            nonlocal imported
+            params = {"action": "upsert", "batch_size": str(len(lines))}
+            async with s.post(url, params=params, data=b"\n".join(lines)) as r:
+                body = await r.text()
+            results = body.splitlines()
+            ok = sum(1 for line in results if json.loads(line).get("success") is True)
+            if r.status != 200 or ok != len(lines):
+                raise RuntimeError(f"direct import: {len(lines) - ok} rows refused, HTTP {r.status}: {body[:300]}")
+            imported += ok
+
+        t = time.perf_counter()
+        with file.open("rb") as f:
+            lines: list[bytes] = []
+            for line in f:
+                lines.append(line.rstrip(b"\n"))
+                if len(lines) == batch:
+                    await send(lines)
+                    lines = []
+            if lines:
+                await send(lines)
+        rate = imported / (time.perf_counter() - t)
+        async with s.delete(f"{ts_url}/collections/bench_direct") as r:
+            r.raise_for_status()
+    file.unlink()
+    return rate
+
+
+async def documents(session: aiohttp.ClientSession, ts_url: str, key: str) -> int:
+    """Documents of the collection behind the ``sheets`` alias (0 before it exists)."""
+    async with session.get(f"{ts_url}/collections/sheets", headers={"X-TYPESENSE-API-KEY": key}) as r:
+        return int((await r.json())["num_documents"]) if r.status == 200 else 0
 
 
 async def metrics(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
@@ -398,20 +547,12 @@ async def run_queries(hub: HubProcess, work: Workload, seconds: float, qps: floa
 # ------------------------------------------------------------------ main
 
 
-async def bench(size: int, seconds: float, qps: float, mixed_seconds: float, burst: int, rebuild: bool) -> None:
-    from node.db import Database
-    from node.storage import SheetStore
-    from protocol.sheet import sheet_from_dict
-    from search.client import SearchClient
-    from search.indexer import build_documents, install_queue, read_sheets
-    from search.schema import collection_schema
+async def bench(
+    size: int, seconds: float, qps: float, mixed_seconds: float, burst: int, rebuild: bool, steps: set[str]
+) -> None:
 
     WORK.mkdir(parents=True, exist_ok=True)
-    corpus = WORK / f"corpus-{size}.sqlite3"
-    if rebuild or not corpus_ok(corpus, size):
-        t = time.monotonic()
-        await build_corpus(size, corpus)
-        emit({"bench": "search", "step": "corpus_built", "sheets": size, "seconds": round(time.monotonic() - t, 1)})
+    corpus = await ensure_corpus(size, rebuild)
     run_dir = WORK / f"run-{size}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -425,27 +566,26 @@ async def bench(size: int, seconds: float, qps: float, mixed_seconds: float, bur
             await hub.wait(session)
             up = time.monotonic()
             # index_drain: the hub found an empty index and queued every sheet.
-            while True:
-                m = await metrics(session, hub.url)
-                if m.get("essaim_index_pending_operations", 1) == 0 and m.get("essaim_index_documents") == size:
-                    break
+            # Polled on Typesense, not on the hub's /metrics: that counts the sheet table with a
+            # full scan (~2 s at 1M sheets, holding the hub's one SQLite connection meanwhile).
+            ts_url, key = hub.typesense()
+            while await documents(session, ts_url, key) < size:
                 await asyncio.sleep(0.25)
             drained = time.monotonic()
             hub_rate = size / (drained - started)
-            ts_url, key = hub.typesense()
+            for _ in range(60):  # the last acknowledgement may still be under way
+                m = await metrics(session, hub.url)
+                if m.get("essaim_index_pending_operations") == 0 and m.get("essaim_index_documents") == size:
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                raise RuntimeError(f"index not drained: {m}")
 
-            # Peer: the same documents, prebuilt, imported straight into a fresh collection.
-            db = Database(f"sqlite:///{db_path}")
-            await db.open()
-            rows = await db.fetch("SELECT pk_id FROM sheet WHERE deleted = ?", [False])
-            docs, _, _ = build_documents(await read_sheets(db, [int(r["pk_id"]) for r in rows]))
-            async with SearchClient([ts_url], key, import_timeout=600) as client:
-                await client.create_collection(collection_schema("bench_direct"))
-                t = time.perf_counter()
-                report = await client.import_documents("bench_direct", docs, batch_size=1000)
-                direct_rate = report.imported / (time.perf_counter() - t)
-                await client.drop_collection("bench_direct")
-            del docs
+            ts_rss_drain = hub.typesense_rss()
+            # Peer: the very documents the hub indexed (exported from its collection to a file,
+            # untimed), streamed from that file straight into a fresh collection of the same
+            # server, 1,000 JSON lines per request, every row result checked.
+            direct_rate = await direct_import(ts_url, key, run_dir / "docs.jsonl")
             emit(
                 {
                     "bench": "search",
@@ -454,43 +594,16 @@ async def bench(size: int, seconds: float, qps: float, mixed_seconds: float, bur
                     "hub_docs_per_s": round(hub_rate, 1),
                     "hub_seconds_from_process_start": round(drained - started, 1),
                     "hub_seconds_after_http_up": round(drained - up, 1),
+                    "hub_docs_per_s_after_http_up": round(size / (drained - up), 1),
                     "direct_docs_per_s": round(direct_rate, 1),
                     "ratio": round(hub_rate / direct_rate, 2),
                     "target_met": hub_rate >= 2000,
+                    "typesense_rss_mb": ts_rss_drain,
+                    "load": os.getloadavg(),
                 }
             )
-
-            # write_to_searchable: a burst written through the SheetStore (as a harvest writes).
-            install_queue(db)
-            store = SheetStore(db, base_url=hub.url, source="bench-burst", hub=True)
-            template = await db.fetch("SELECT data FROM sheet WHERE deleted = ? LIMIT ?", [False, burst])
-            from dataclasses import replace
-
-            sheets = [
-                replace(sheet_from_dict(json.loads(r["data"])), id="", local_id=f"burst-{i}", title=f"Rafale {i}")
-                for i, r in enumerate(template)
-            ]
-            t = time.monotonic()
-            async with db.transaction() as tx:
-                await store.upsert_many(sheets, tx=tx)
-            committed = time.monotonic()
-            while True:
-                async with session.get(f"{hub.url}/api/search", params={"q": "rafale", "per_page": "0"}) as r:
-                    if r.status == 200 and (await r.json())["found"] == len(sheets):
-                        break
-                await asyncio.sleep(0.05)
-            done = time.monotonic()
-            await db.close()
-            emit(
-                {
-                    "bench": "search",
-                    "step": "write_to_searchable",
-                    "sheets": len(sheets),
-                    "write_s": round(committed - t, 2),
-                    "commit_to_searchable_s": round(done - committed, 2),
-                    "sheets_per_s_end_to_end": round(len(sheets) / (done - t), 1),
-                }
-            )
+            if "burst" in steps:
+                await write_burst(hub, session, db_path, burst)
 
             # Vocabulary, facet values and points from the index itself.
             async with session.get(f"{hub.url}/api/search/overview") as r:
@@ -500,12 +613,116 @@ async def bench(size: int, seconds: float, qps: float, mixed_seconds: float, bur
                 hits = (await r.json())["hits"]
             words = sorted({w for h in hits for w in h["document"]["title"].lower().split() if len(w) > 4})
             sample = await _points(ts_url, key)
-            await run_queries(hub, Workload(words, facets, sample), seconds, qps, mixed_seconds)
-            emit({"bench": "search", "step": "hub_rss", "peak_rss_mb": hub.rss_mb()})
+            work = Workload(words, facets, sample)
+            if "queries" in steps:
+                await run_queries(hub, work, seconds, qps, mixed_seconds)
+            emit(
+                {
+                    "bench": "search",
+                    "step": "hub_rss",
+                    "peak_rss_mb": hub.rss_mb(),
+                    "typesense_rss_mb": hub.typesense_rss(),
+                    "load": os.getloadavg(),
+                }
+            )
+            if "reindex" in steps:
+                await run_reindex(hub, work, session, size)
         finally:
             hub.stop()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"search-{size}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in OUT))
+
+
+async def write_burst(hub: HubProcess, session: aiohttp.ClientSession, db_path: Path, burst: int) -> None:
+    """A burst of sheets written through ``SheetStore.upsert_many`` until the hub's search finds them."""
+    from dataclasses import replace
+
+    from node.db import Database
+    from node.storage import SheetStore
+    from protocol.sheet import sheet_from_dict
+    from search.indexer import install_queue
+
+    db = Database(f"sqlite:///{db_path}")
+    await db.open()
+
+    # write_to_searchable: a burst written through the SheetStore (as a harvest writes).
+    install_queue(db)
+    store = SheetStore(db, base_url=hub.url, source="bench-burst", hub=True)
+    template = await db.fetch("SELECT data FROM sheet WHERE deleted = ? LIMIT ?", [False, burst])
+    sheets = [
+        replace(sheet_from_dict(json.loads(r["data"])), id="", local_id=f"burst-{i}", title=f"Rafale {i}")
+        for i, r in enumerate(template)
+    ]
+    t = time.monotonic()
+    async with db.transaction() as tx:
+        await store.upsert_many(sheets, tx=tx)
+    committed = time.monotonic()
+    while True:
+        async with session.get(f"{hub.url}/api/search", params={"q": "rafale", "per_page": "0"}) as r:
+            if r.status == 200 and (await r.json())["found"] == len(sheets):
+                break
+        await asyncio.sleep(0.05)
+    done = time.monotonic()
+    await db.close()
+    emit(
+        {
+            "bench": "search",
+            "step": "write_to_searchable",
+            "sheets": len(sheets),
+            "write_s": round(committed - t, 2),
+            "commit_to_searchable_s": round(done - committed, 2),
+            "sheets_per_s_end_to_end": round(len(sheets) / (done - t), 1),
+        }
+    )
+
+
+async def run_reindex(hub: HubProcess, work: Workload, session: aiohttp.ClientSession, size: int) -> None:
+    """``essaim hub reindex`` beside the running hub, one client searching all along."""
+    latencies: list[float] = []
+    errors = 0
+    done = asyncio.Event()
+
+    async def searching() -> None:
+        nonlocal errors
+        i = 0
+        while not done.is_set():
+            t = time.perf_counter()
+            async with session.get(hub.url + "/api/search", params=work.params("keyword_3_facets", i)) as r:
+                await r.read()
+                errors += r.status != 200
+            latencies.append(time.perf_counter() - t)
+            i += 1
+
+    searcher = asyncio.create_task(searching())
+    command = [sys.executable, "-m", "essaim.cli", "hub", "reindex", "--data-dir", str(hub.data)]
+    t = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    seconds = time.monotonic() - t
+    done.set()
+    await searcher
+    if proc.returncode != 0:
+        raise RuntimeError(f"reindex failed ({proc.returncode}): {err.decode()[-2000:]}")
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    emit(
+        {
+            "bench": "search",
+            "step": "reindex",
+            "sheets": size,
+            "seconds": round(seconds, 1),
+            "documents": report["documents"],
+            "refused": report["refused_count"],
+            "docs_per_s": round(report["documents"] / seconds, 1),
+            "target_met": seconds <= 600,
+            "searches_during": len(latencies),
+            "search_errors_during": errors,
+            "search_p95_ms_during": pct(latencies, 95),
+            "typesense_rss_mb": hub.typesense_rss(),
+            "load": os.getloadavg(),
+        }
+    )
 
 
 async def _points(ts_url: str, key: str) -> list[tuple[float, float]]:
@@ -528,8 +745,22 @@ def main() -> None:
     parser.add_argument("--mixed-seconds", type=float, default=20.0)
     parser.add_argument("--burst", type=int, default=5000, help="sheets of the write-to-searchable burst")
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument(
+        "--steps",
+        default="burst,queries,reindex",
+        help="after index_drain (always measured): any of burst, queries, reindex (comma-separated)",
+    )
+    parser.add_argument("--corpus-only", action="store_true", help="build or replicate the corpus, then stop")
     args = parser.parse_args()
-    asyncio.run(bench(args.size, args.seconds, args.qps, args.mixed_seconds, args.burst, args.rebuild))
+    steps = {s for s in args.steps.split(",") if s}
+    unknown = steps - {"burst", "queries", "reindex"}
+    if unknown:
+        parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
+    if args.corpus_only:
+        WORK.mkdir(parents=True, exist_ok=True)
+        asyncio.run(ensure_corpus(args.size, args.rebuild))
+        return
+    asyncio.run(bench(args.size, args.seconds, args.qps, args.mixed_seconds, args.burst, args.rebuild, steps))
 
 
 if __name__ == "__main__":

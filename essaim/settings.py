@@ -97,7 +97,7 @@ class SearchSettings:
     data_dir: str = ""  # embedded data (default: <data_dir>/typesense)
     ready_within: float = 60.0  # seconds to wait for the embedded server (health and document count)
     indexer: bool = True  # run the index worker inside the hub's server
-    batch_size: int = 500  # queue rows taken per index batch
+    batch_size: int = 1000  # queue rows taken per index batch (one import request each)
     poll: float = 0.5  # seconds between two looks at the queue when nothing woke the worker
     lease: int = 120  # seconds a claimed batch stays invisible to other workers
     retry_base: float = 1.0  # first retry delay after Typesense refused a document or was unreachable

@@ -7,6 +7,7 @@ facets on the precision matching its zoom level.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -99,5 +100,12 @@ def precision_for_zoom(zoom: int) -> int:
 
 def cells(lat: float, lon: float) -> dict[str, str]:
     """Facet fields ``gh2`` … ``gh6`` for one point."""
+    return dict(_cells(lat, lon))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cells(lat: float, lon: float) -> tuple[tuple[str, str], ...]:
+    # Sheets are placed at their communes' coordinates: few distinct points, each
+    # encoded once (the bisection costs ~10 µs in Python).
     full = encode(lat, lon, max(PRECISIONS))
-    return {f"gh{p}": full[:p] for p in PRECISIONS}
+    return tuple((f"gh{p}", full[:p]) for p in PRECISIONS)

@@ -25,7 +25,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from node.db import Database
 from node.storage import Change
 from protocol.errors import SheetValidationError
 from protocol.sheet import sheet_from_dict
-from search.client import SearchClient
+from search.client import SearchClient, encode_documents
 from search.errors import NodesUnavailable, NotFound
 from search.schema import ALIAS, document_from_sheet, document_id
 
@@ -43,6 +44,7 @@ log = logging.getLogger("essaim.search.indexer")
 
 CHUNK = 500  # ids per SQL statement (SQLite allows 32766 parameters)
 BUILDING_KEY = "building"  # index_state key: the collection a reindex is filling
+RECENT_WINDOW = 30.0  # seconds of acknowledged sheets sent again after a server restart or outage
 
 # uri -> duplicate-cluster id; the hub's duplicate detection provides it (optional, sync or async).
 ClusterLookup = Callable[[Database, Sequence[str]], Awaitable[Mapping[str, str]] | Mapping[str, str]]
@@ -60,7 +62,7 @@ async def lookup_clusters(lookup: ClusterLookup | None, db: Database, uris: Sequ
 
 @dataclass(frozen=True, slots=True)
 class IndexerConfig:
-    batch_size: int = 500
+    batch_size: int = 1000
     poll: float = 0.5
     lease: int = 120
     retry_base: float = 1.0
@@ -200,6 +202,14 @@ def build_documents(
     return docs, deletes, broken
 
 
+def build_and_encode(
+    rows: Sequence[Mapping[str, Any]], clusters: Mapping[str, str] | None
+) -> tuple[list[dict[str, Any]], list[str], dict[str, str], list[str]]:
+    """:func:`build_documents` and the documents' JSON lines (one worker-thread call)."""
+    docs, deletes, broken = build_documents(rows, clusters)
+    return docs, deletes, broken, encode_documents(docs)
+
+
 async def read_sheets(db: Database, pks: Sequence[int]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for start in range(0, len(pks), CHUNK):
@@ -223,19 +233,28 @@ class IndexQueue:
     def now(self) -> int:
         return int(self.clock())
 
+    def claim_sql(self) -> str:
+        """The claim statement; parameters: token, lease end, now, now, limit."""
+        # PostgreSQL: SKIP LOCKED lets several hub processes claim side by side; SQLite
+        # has one writer at a time, so the UPDATE alone is atomic.
+        postgres = self.db.dialect == "postgres"
+        lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
+        # SQLite would pick index_queue_due (status, next_attempt) and sort every pending row
+        # by id for each claim: O(backlog) per batch, minutes over a 1M-row backlog. Walking
+        # the primary key in id order stops after ``limit`` due rows (due rows are the head of
+        # the queue: only retries in backoff and rows set aside are skipped).
+        hint = "" if postgres else " NOT INDEXED"
+        return (
+            "UPDATE index_queue SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+            f"SELECT id FROM index_queue{hint} WHERE status = 'pending' AND next_attempt <= ? AND claimed_until <= ?"
+            f" ORDER BY id LIMIT ?{lock}) RETURNING id, sheet_pk, uri, attempts"
+        )
+
     async def claim(self, limit: int) -> tuple[str, list[dict[str, Any]]]:
         """A lease on up to ``limit`` due rows, oldest first: ``(token, rows)``."""
         token = uuid.uuid4().hex
         now = self.now()
-        # PostgreSQL: SKIP LOCKED lets several hub processes claim side by side; SQLite
-        # has one writer at a time, so the UPDATE alone is atomic.
-        lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
-        rows = await self.db.fetch(
-            "UPDATE index_queue SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-            "SELECT id FROM index_queue WHERE status = 'pending' AND next_attempt <= ? AND claimed_until <= ?"
-            f" ORDER BY id LIMIT ?{lock}) RETURNING id, sheet_pk, uri, attempts",
-            [token, now + self.config.lease, now, now, limit],
-        )
+        rows = await self.db.fetch(self.claim_sql(), [token, now + self.config.lease, now, now, limit])
         return token, rows
 
     async def ack(self, token: str, ids: Sequence[int]) -> None:
@@ -294,6 +313,7 @@ class _Batch:
     docs: list[dict[str, Any]]
     deletes: list[str]
     broken: dict[str, str]
+    lines: list[str]  # the documents' JSON lines, encoded in the build thread
 
 
 class IndexWorker:
@@ -325,6 +345,29 @@ class IndexWorker:
         self._pending_logged = 0.0
         self.indexed = 0
         self.deleted = 0
+        self._recent: deque[tuple[float, list[int]]] = deque()  # (when acknowledged, sheet pks)
+
+    def _remember(self, pks: Iterable[int]) -> None:
+        now = time.monotonic()
+        self._recent.append((now, list(pks)))
+        while self._recent and self._recent[0][0] < now - RECENT_WINDOW:
+            self._recent.popleft()
+
+    async def requeue_recent(self) -> int:
+        """Queue again the sheets acknowledged in the last :data:`RECENT_WINDOW` seconds.
+
+        Called when the server stops answering or was restarted: Typesense 0.24 has been
+        seen to lose an import it had acknowledged a few milliseconds before a SIGKILL
+        (tests/search/test_hub_index.py). Sending them again is an idempotent upsert (a
+        tombstone's row deletes again).
+        """
+        pks = list(dict.fromkeys(pk for _, batch in self._recent for pk in batch))
+        self._recent.clear()
+        if not pks:
+            return 0
+        queued = await enqueue_sheets(self.db, pks=pks)
+        log.info("index.requeued_recent", extra={"event": "index.requeued_recent", "sheets": queued})
+        return queued
 
     def count(self, name: str, by: int = 1) -> None:
         if self._count is not None:
@@ -367,6 +410,7 @@ class IndexWorker:
                     if self._unavailable_since is None:
                         self._unavailable_since = time.monotonic()
                         log.warning("index.unavailable", extra={"event": "index.unavailable", "error": str(exc)[:300]})
+                        await self.requeue_recent()
                     await self._log_pending()
                     await self._sleep(delay)
                     delay = min(self.config.retry_max, delay * 2)
@@ -460,10 +504,10 @@ class IndexWorker:
         sheets = await read_sheets(self.db, pks)
         found = {str(s["uri"]) for s in sheets}
         clusters = await lookup_clusters(self.clusters, self.db, [str(s["uri"]) for s in sheets if not s["deleted"]])
-        docs, deletes, broken = await asyncio.to_thread(build_documents, sheets, clusters)
+        docs, deletes, broken, lines = await asyncio.to_thread(build_and_encode, sheets, clusters)
         # A queue row whose sheet row is gone entirely: remove its document too.
         deletes += [document_id(str(r["uri"])) for r in rows if str(r["uri"]) not in found]
-        return _Batch(token, rows, docs, deletes, broken)
+        return _Batch(token, rows, docs, deletes, broken, lines)
 
     async def _apply(self, batch: _Batch) -> None:
         token, rows, docs, deletes, broken = batch.token, batch.rows, batch.docs, batch.deletes, batch.broken
@@ -474,7 +518,7 @@ class IndexWorker:
             try:
                 if docs:
                     report = await self.client.import_documents(
-                        target, docs, "upsert", batch_size=len(docs), raise_on_failure=False
+                        target, docs, "upsert", batch_size=len(docs), raise_on_failure=False, lines=batch.lines
                     )
                     for failure in report.failures:
                         if failure.id is not None:
@@ -504,6 +548,8 @@ class IndexWorker:
                 "index.refused",
                 extra={"event": "index.refused", "documents": len(errors), "given_up": given_up, "first": first},
             )
+        acked = set(good)
+        self._remember(int(r["sheet_pk"]) for r in rows if int(r["id"]) in acked)
         self.indexed += len(docs) - len(refused)
         self.deleted += len(deletes)
         self.count("index_upserts_total", len(docs) - len(refused))

@@ -29,7 +29,7 @@ from node.db import Database
 from search.client import SearchClient, generate_scoped_search_key
 from search.errors import SearchError, ServerError
 from search.indexer import ClusterLookup, IndexerConfig, IndexQueue, IndexWorker, get_state, install_queue, set_state
-from search.maintenance import ensure_collection
+from search.maintenance import ensure_collection, reconcile
 from search.schema import ALIAS
 from search.server import EmbeddedTypesense, TypesenseNodes
 from search.service import SEARCH, SearchService
@@ -86,9 +86,12 @@ class SearchRuntime:
             await self.server.start(ready_within=conf.ready_within)
         self.client = SearchClient(self.nodes, timeout=conf.timeout)
         self.service = SearchService(self.client, wide_zoom=conf.wide_zoom, cache_stale=conf.cache_stale)
+        loaded = True
         if self.server is not None:
-            await self._wait_loaded(expected)
+            loaded = await self._wait_loaded(expected)
         state = await ensure_collection(self.client, self.db)
+        if not loaded and not state["created"]:
+            await self._repair()
         if state["outdated"]:
             log.warning(
                 "index.schema_outdated",
@@ -111,18 +114,35 @@ class SearchRuntime:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="search-indexer"))
         self._tasks.append(asyncio.create_task(self._watch(), name="search-watch"))
 
-    async def _wait_loaded(self, expected: dict[str, Any]) -> None:
-        """Readiness beyond ``/health``: the live collection holds what it held when last seen."""
+    async def _wait_loaded(self, expected: dict[str, Any]) -> bool:
+        """Readiness beyond ``/health``: the live collection holds what it held when last seen.
+
+        False when it does not within ``ready_within``: documents lost with the data
+        directory, or by Typesense itself (0.24 has been seen to come back from a clean
+        restart with its log replayed and the documents of its last imports missing).
+        """
         assert self.server is not None and self.service is not None
         name, documents = expected.get("collection"), int(expected.get("documents") or 0)
         if not name or not documents:
-            return
+            return True
         try:
             await self.server.wait_ready({name: documents}, ready_within=self.config.ready_within)
         except ServerError as exc:
-            # Documents lost with the data directory, or a very slow disk: the queue and
-            # `essaim hub reconcile` repair the index; the hub serves meanwhile.
             log.warning("search.not_ready", extra={"event": "search.not_ready", "reason": str(exc)})
+            return False
+        return True
+
+    async def _repair(self) -> None:
+        """Queue what the index misses or holds stale (reconciliation); the hub serves meanwhile."""
+        assert self.client is not None
+        try:
+            result = await reconcile(self.db, self.client, repair=True)
+        except (SearchError, OSError) as exc:  # Typesense gone again: `essaim hub reconcile` is the fallback
+            log.warning("search.repair_failed", extra={"event": "search.repair_failed", "error": str(exc)[:300]})
+            return
+        log.warning("search.repaired", extra={"event": "search.repaired", **result})
+        if self.worker is not None:
+            self.worker.wake.set()
 
     async def _watch(self) -> None:
         """Every few seconds: the alias target and document count (readiness after a restart, metrics)."""
@@ -133,7 +153,10 @@ class SearchRuntime:
                 if self.server is not None and self.server.take_restart():
                     self.service.ready = False
                     log.warning("search.restarted", extra={"event": "search.restarted", "pid": self.server.pid})
-                    await self._wait_loaded(json.loads(await get_state(self.db, COUNT_KEY) or "{}"))
+                    if self.worker is not None:  # it may not have seen the outage (a restart between batches)
+                        await self.worker.requeue_recent()
+                    if not await self._wait_loaded(json.loads(await get_state(self.db, COUNT_KEY) or "{}")):
+                        await self._repair()
                     self.service.ready = True
                     self.service.changed()
                 current = await self.client.get_alias(ALIAS)

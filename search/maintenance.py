@@ -29,7 +29,7 @@ from search.errors import NotFound
 from search.indexer import (
     BUILDING_KEY,
     ClusterLookup,
-    build_documents,
+    build_and_encode,
     enqueue_sheets,
     lookup_clusters,
     set_state,
@@ -128,6 +128,19 @@ async def reindex(
     await set_state(db, BUILDING_KEY, name)
     log.info("index.reindex_started", extra={"event": "index.reindex_started", "collection": name})
     swapped = False
+
+    async def send(docs: list[dict[str, Any]], lines: list[str]) -> None:
+        result = await client.import_documents(
+            name, docs, "upsert", batch_size=len(docs), raise_on_failure=False, lines=lines
+        )
+        report.documents += result.imported
+        report.refused += [f.id or f"#{f.index}" for f in result.failures]
+        if progress is not None:
+            progress(report.documents)
+
+    # A pipeline of two: the next batch is read and built (in a thread) while the previous
+    # one is imported. Batches hold distinct sheets, so their order does not matter.
+    inflight: asyncio.Task[None] | None = None
     try:
         last = 0
         while True:
@@ -139,17 +152,23 @@ async def reindex(
                 break
             last = int(rows[-1]["pk_id"])
             lookup = await lookup_clusters(clusters, db, [str(r["uri"]) for r in rows])
-            docs, _, broken = await asyncio.to_thread(build_documents, rows, lookup)
+            docs, _, broken, lines = await asyncio.to_thread(build_and_encode, rows, lookup)
             report.refused += list(broken)
-            result = await client.import_documents(name, docs, "upsert", batch_size=len(docs), raise_on_failure=False)
-            report.documents += result.imported
-            report.refused += [f.id or f"#{f.index}" for f in result.failures]
-            if progress is not None:
-                progress(report.documents)
+            if inflight is not None:
+                task, inflight = inflight, None
+                await task
+            inflight = asyncio.create_task(send(docs, lines))
+        if inflight is not None:
+            task, inflight = inflight, None
+            await task
         report.requeued = await enqueue_sheets(db, since=since)
         await client.upsert_alias(alias, name)
         swapped = True
     finally:
+        if inflight is not None:  # the build failed: the import under way is of no use
+            inflight.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await inflight
         await set_state(db, BUILDING_KEY, None)
         if not swapped:
             with contextlib.suppress(Exception):

@@ -150,11 +150,8 @@ def _epoch(value: datetime | date | None) -> int | None:
 
 
 def _unique(values: Any) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        if v and v not in out:
-            out.append(v)
-    return out
+    """The non-empty values, first occurrences in order."""
+    return [v for v in dict.fromkeys(values) if v]
 
 
 def document_from_sheet(sheet: Sheet, *, cluster: str | None = None, rotation_salt: str = "") -> dict[str, Any]:

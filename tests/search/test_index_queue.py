@@ -49,6 +49,16 @@ async def test_every_store_on_the_database_enqueues_in_its_transaction(db: Datab
     assert len(await db.fetch("SELECT id FROM index_queue")) == 3
 
 
+async def test_sqlite_claim_walks_the_queue_in_id_order(db: Database) -> None:
+    # Through index_queue_due, SQLite sorted the whole backlog by id for every claim.
+    if db.dialect != "sqlite":
+        pytest.skip("a SQLite query plan")
+    sql = IndexQueue(db, IndexerConfig()).claim_sql()
+    plan = await db.fetch("EXPLAIN QUERY PLAN " + sql, ["t", 1, 0, 0, 10])
+    details = " | ".join(str(r["detail"]) for r in plan)
+    assert "TEMP B-TREE" not in details and "index_queue_due" not in details, details
+
+
 async def test_claims_leases_acks_and_retries(db: Database) -> None:
     install_queue(db)
     async with db.transaction() as tx:
