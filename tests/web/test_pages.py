@@ -148,6 +148,37 @@ async def test_dashboard_figures_match_the_index(hub: Hub) -> None:
     assert status == 200 and text.count("<table") == 4 and text.count('.csv" download') == 4
 
 
+async def test_choropleth_draws_every_departement(hub: Hub) -> None:
+    """The map is SVG outlines from the server: one linked, titled path per département, shaded by its count."""
+    from lxml import html as lhtml
+
+    from web.dashboards import bins, shade
+
+    status, text, _ = await get(hub, "/tableaux-de-bord")
+    assert status == 200
+    svg = lhtml.fromstring(text).cssselect("svg.choropleth")[0]
+    paths = svg.cssselect("path.dep")
+    codes = {p.get("data-code") for p in paths}
+    assert len(codes) == 101 and {"2A", "2B", "971", "972", "973", "974", "976"} <= codes
+    frames = {f: {p.get("data-code") for p in paths if p.get("data-frame") == f} for f in ("overseas", "inset")}
+    assert frames == {"overseas": {"971", "972", "973", "974", "976"}, "inset": {"75", "92", "93", "94"}}
+    expected = {d: sum(1 for s in hub.sheets.values() if any(p.departement == d for p in s.places)) for d in codes}
+    top = max(expected.values())
+    assert top > 0 and expected["35"] > 0
+    for path in paths:
+        code = path.get("data-code")
+        assert re.fullmatch(r"(M[\d. ]+(L[\d. ]+)+Z)+", path.get("d")), code
+        assert path.getparent().get("href") == f"/territoires/departement/{code}"
+        assert int(path.get("data-count")) == expected[code]
+        assert f"heat-{shade(expected[code], top)}" in path.get("class").split()
+        assert path.findtext("title").endswith(f"({code}) : {expected[code]}"), path.findtext("title")
+    # Outlines, not squares: a large département has many vertices, Corsica's two are separate shapes.
+    gironde = next(p for p in paths if p.get("data-code") == "33").get("d")
+    assert gironde.count("L") > 30
+    legend = lhtml.fromstring(text).cssselect("ul.legend li")
+    assert len(legend) == 1 + len(bins(top))
+
+
 async def test_board_lists_open_needs_and_offers(hub: Hub) -> None:
     status, text, _ = await get(hub, "/besoins-offres?match_kinds=lieu")
     assert status == 200
