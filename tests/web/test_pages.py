@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
+from protocol.sheet import Sheet
 from tests.web.conftest import Hub
 from tests.web.corpus import PARTNERS, SHARED_TITLE, XSS_TITLE
 
@@ -238,12 +239,61 @@ async def test_server_clusters_add_up_to_the_list(hub: Hub) -> None:
     inside = [s for s in placed if 42.0 <= s.places[0].lat <= 51.5 and -5.5 <= s.places[0].lon <= 9.9]
     assert sum(c["count"] for c in data["clusters"]) == data["found"] == len(inside)
     status, text, _ = await get(hub, f"/recherche/resultats?view=map&themes=ENV&bbox={box}")
-    assert status == 200 and text.startswith('<div id="results"') and f">{len(inside)} projets<" in text
+    assert status == 200 and '<div id="results"' in text and f">{len(inside)} projets<" in text
     assert 'href="/carte?themes=ENV&amp;bbox=' in text or len(inside) <= 20
     status, text, _ = await get(hub, "/carte/clusters.json?zoom=6")
     assert status == 400 and "bbox is required" in text
     status, text, _ = await get(hub, f"/carte/clusters.json?bbox={box}&zoom=40")
     assert status == 400 and "zoom" in text
+
+
+async def test_map_page_has_the_search_facets(hub: Hub) -> None:
+    """The map filters by the same facets as the search page, with the same counts, chips and URL state."""
+    from lxml import html as lhtml
+
+    query = urlencode([("themes", "ENV"), ("region", "53")])
+    status, text, _ = await get(hub, f"/carte?{query}")
+    assert status == 200
+    doc = lhtml.fromstring(text)
+    status, listed, _ = await get(hub, f"/recherche?{query}")
+    listing = lhtml.fromstring(listed)
+
+    def panels(tree) -> dict[str, dict[str, str]]:
+        return {
+            f.get("id"): {i.get("value"): i.getnext().findtext("span") for i in f.cssselect("input[type=checkbox]")}
+            for f in tree.cssselect("#facet-form fieldset.facet")
+        }
+
+    on_map = panels(doc)
+    assert on_map == panels(listing)
+    assert {"facet-themes", "facet-region", "facet-departement", "facet-partner", "facet-audiences", "facet-stage",
+            "facet-engineering", "facet-match_kinds"} <= set(on_map)  # fmt: skip
+    assert doc.cssselect("#facet-form")[0].get("action") == "/carte"
+    assert {i.get("value") for i in doc.cssselect("#facet-form input:checked")} == {"ENV", "53"}
+    chips = [a.get("href") for a in doc.cssselect("#map-chips a.chip")]
+    assert chips == ["/carte?region=53", "/carte?themes=ENV"]
+    assert doc.cssselect("#list-view a")[0].get("href") == f"/recherche?{query}"
+    assert f'href="/carte?{html.escape(query)}"' in listed  # and back to the map with the same filters
+    expected = sum(1 for s in hub.sheets.values() if "ENV" in s.themes and any(p.region == "53" for p in s.places))
+    assert found(text) == expected
+    # As the map moves, the counts follow the viewport: the fragment carries the panel, the chips and the links.
+    box = "47.2,-5.2,48.95,-1.0"
+    status, text, _ = await get(hub, f"/recherche/resultats?view=map&themes=ENV&bbox={box}")
+    fragment = lhtml.fromstring(text)
+    regions = panels(fragment)["facet-region"]
+    assert status == 200 and "53" in regions and set(regions) <= {"53", "52"}  # Brittany, the edge of Pays de la Loire
+
+    def placed_in_box(sheet: Sheet) -> bool:
+        return any(p.lat is not None and 47.2 <= p.lat <= 48.95 and -5.2 <= p.lon <= -1.0 for p in sheet.places)
+
+    in_box = [s for s in hub.sheets.values() if "ENV" in s.themes and placed_in_box(s)]
+    assert int(regions["53"]) == sum(1 for s in in_box if any(p.region == "53" for p in s.places)) > 0
+    assert fragment.cssselect("#facet-form input[name=bbox]")[0].get("value") == box
+    assert fragment.cssselect("#list-view a")[0].get("href") == f"/recherche?themes=ENV&bbox={box.replace(',', '%2C')}"
+    assert [a.get("href") for a in fragment.cssselect("#map-chips a.chip")] == [
+        f"/carte?bbox={box.replace(',', '%2C')}",
+        "/carte?themes=ENV",
+    ]
 
 
 async def test_metrics_count_the_cache(hub: Hub) -> None:
