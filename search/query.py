@@ -38,6 +38,7 @@ DEFAULT_FACETS = (
     "stage",
     "engineering",
     "match_kinds",
+    "match_directions",
     "partner",
     "region",
     "departement",

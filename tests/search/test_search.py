@@ -74,6 +74,8 @@ async def test_every_facet_filter(client, collection, sheets) -> None:
         "stage": ("developpement", {"2", "6", "7"}),
         "engineering": ("numerique", {"6"}),
         "match_kinds": ("benevolat", {"1"}),
+        "match_directions": ("offer", {"5"}),
+        "match_pairs": ("need:financement", {"2"}),
         "partner": ("Réseau C", {"5", "7"}),
         "insee": ("35238", {"1", "7", "9"}),
         "departement": ("44", {"2", "10", "11"}),
@@ -85,6 +87,8 @@ async def test_every_facet_filter(client, collection, sheets) -> None:
         assert ids(result) == expected, facet
     # A fulfilled need is not an open match kind.
     assert ids(await find(client, filters={"match_kinds": ("emploi",)})) == set()
+    assert ids(await find(client, filters={"match_pairs": ("need:emploi", "offer:financement")})) == set()
+    assert ids(await find(client, filters={"match_directions": ("need",)}, per_page=50)) == {"1", "2"}
     # OR inside a facet, AND across facets.
     both = await find(client, filters={"themes": ("EDU", "SOL"), "region": ("53",)}, per_page=50)
     assert ids(both) == {"1", "7", "9"}

@@ -228,6 +228,59 @@ async def test_language_switch_and_no_secret_reaches_the_browser(hub: Hub) -> No
         assert key not in text and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 
 
+async def test_board_filters_by_direction_with_exact_counts(hub: Hub) -> None:
+    """Besoin / offre is a facet of the board; with a kind, it means one match of both (a need *of* a place)."""
+    from lxml import html as lhtml
+
+    from protocol.sheet import MatchStatus
+
+    kinds = sorted({m.kind.value for s in hub.sheets.values() for m in s.matches})
+
+    def having(directions: set[str], chosen_kinds: set[str]) -> int:
+        return sum(
+            1
+            for s in hub.sheets.values()
+            if any(m.status is MatchStatus.OPEN and m.direction.value in directions and m.kind.value in chosen_kinds
+                   for m in s.matches)
+        )  # fmt: skip
+
+    def panel(doc, name: str) -> dict[str, int]:
+        return {
+            i.get("value"): int(re.sub(r"\D", "", i.getnext().findtext("span")))
+            for i in doc.cssselect(f"#facet-{name} input[type=checkbox]")
+        }
+
+    both = {"need", "offer"}
+    for directions, chosen in (([], []), (["need"], []), (["offer"], ["lieu"]), (["need"], ["lieu"]), ([], ["lieu"])):
+        query = urlencode([("match_directions", d) for d in directions] + [("match_kinds", k) for k in chosen])
+        status, text, _ = await get(hub, f"/besoins-offres?{query}")
+        assert status == 200, text
+        doc = lhtml.fromstring(text)
+        wanted_d, wanted_k = set(directions) or both, set(chosen) or set(kinds)
+        total = having(wanted_d, wanted_k)
+        assert re.search(rf">{total} projets? avec un besoin ou une offre ouverts<", text), (query, total)
+        assert panel(doc, "match_directions") == {
+            d: n for d in sorted(both) if (n := having({d}, wanted_k)) or d in directions
+        }, query
+        assert panel(doc, "match_kinds") == {k: n for k in kinds if (n := having(wanted_d, {k})) or k in chosen}, query
+        shown = [li.get("class").split()[1] for li in doc.cssselect("ul.matches li.match")]
+        assert set(shown) <= wanted_d and (shown or total == 0), query
+    # The shared repair café needs an electrician and offers a room: not a need of a place.
+    status, text, _ = await get(hub, "/besoins-offres?match_directions=need&match_kinds=lieu")
+    assert "Une salle pour d" not in text
+    status, text, _ = await get(hub, "/besoins-offres?match_directions=offer&match_kinds=lieu")
+    assert "Une salle pour d" in text and "Un électricien bénévole" not in text
+    # The chip, the checked box and the English labels.
+    assert 'class="chip" href="/besoins-offres?match_kinds=lieu"' in text
+    status, text, _ = await get(hub, "/besoins-offres?match_directions=offer", **{"Accept-Language": "en"})
+    doc = lhtml.fromstring(text)
+    assert doc.cssselect("#facet-match_directions legend")[0].text == "Need or offer"
+    labels = [lbl.text.strip() for lbl in doc.cssselect("#facet-match_directions label")]
+    assert labels == ["Offer", "Need"] or labels == ["Need", "Offer"]
+    status, text, _ = await get(hub, "/besoins-offres?match_directions=both")
+    assert status == 400 and "match_directions must be one of need, offer" in text
+
+
 async def test_server_clusters_add_up_to_the_list(hub: Hub) -> None:
     import json
 
