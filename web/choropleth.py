@@ -12,8 +12,10 @@ each path's shade.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from itertools import pairwise
 
 from node.geo.outlines import Polygon, load
 
@@ -74,21 +76,32 @@ class _Projection:
         self.lon0, self.lat1 = lon0, lat1
 
     def path(self, polygons: list[Polygon]) -> str:
+        """SVG path data in tenths of a pixel: an absolute start, then relative steps (about half the bytes)."""
         parts: list[str] = []
         for polygon in polygons:
             for ring in polygon:
-                points: list[tuple[float, float]] = []
+                points: list[tuple[int, int]] = []
                 for lon, lat in ring:
                     point = (
-                        round(self.x0 + (lon - self.lon0) * self.shrink * self.scale, 1),
-                        round(self.y0 + (self.lat1 - lat) * self.scale, 1),
+                        round(10 * (self.x0 + (lon - self.lon0) * self.shrink * self.scale)),
+                        round(10 * (self.y0 + (self.lat1 - lat) * self.scale)),
                     )
                     if not points or point != points[-1]:
                         points.append(point)
                 if len(points) < 4:  # smaller than a pixel at this scale
                     continue
-                parts.append("M" + "L".join(f"{x:g} {y:g}" for x, y in points[:-1]) + "Z")
+                steps = [v for (px, py), (x, y) in pairwise(points[:-1]) for v in (x - px, y - py)]
+                parts.append(f"M{_numbers(points[0])}l{_numbers(steps)}z")
         return "".join(parts)
+
+
+def _numbers(tenths: Iterable[int]) -> str:
+    """Numbers in tenths as the shortest SVG list: "-1.2-.5 .3" (a minus sign separates by itself)."""
+    out = []
+    for value in tenths:
+        text = f"{value / 10:g}".replace("0.", ".", 1) if -10 < value < 10 else f"{value / 10:g}"
+        out.append(text if not out or text.startswith("-") else " " + text)
+    return "".join(out)
 
 
 @cache
