@@ -27,7 +27,7 @@ FACETS: tuple[tuple[str, str], ...] = (
     ("stage", N_("Stade")),
     ("engineering", N_("Ingénierie")),
     ("match_directions", N_("Besoin ou offre")),
-    ("match_kinds", N_("Besoins et offres")),
+    ("match_kinds", N_("Type de besoin ou d'offre")),
 )
 # Values of ``match_directions`` (protocol.sheet.MatchDirection), translated where shown.
 DIRECTIONS = {"need": N_("Besoin"), "offer": N_("Offre")}
