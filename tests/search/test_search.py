@@ -106,6 +106,11 @@ async def test_disjunctive_facet_counts(client, collection) -> None:
     assert stages == {"experimentation": 1, "developpement": 1, "idee": 1}
     # A non-active facet counts within the full selection.
     assert {c["value"]: c["count"] for c in result["facets"]["subthemes"]} == {"AGR": 1}
+    # Each facet is counted once: the active ones by their own search only.
+    searches = SearchQuery(filters={"themes": ("ENV",), "stage": ("idee",)}).searches()
+    assert [s["facet_by"] for s in searches[1:]] == ["themes", "stage"]
+    assert not {"themes", "stage"} & set(searches[0]["facet_by"].split(","))
+    assert len(searches[0]["facet_by"].split(",")) == len(SearchQuery().facets) - 2
 
 
 async def test_selected_value_without_hits_stays_listed(client, collection) -> None:
