@@ -29,7 +29,8 @@ PAD = 5.0  # inside a boxed frame
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """One département's path in one frame of the map."""
+    """One département's path in one frame of the map (the inset repeats four: hidden from the tab order and
+    from screen readers, which get each département once)."""
 
     code: str
     d: str  # SVG path data (even-odd fill keeps enclaves as holes)

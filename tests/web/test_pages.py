@@ -173,6 +173,8 @@ async def test_choropleth_draws_every_departement(hub: Hub) -> None:
         assert int(path.get("data-count")) == expected[code]
         assert f"heat-{shade(expected[code], top)}" in path.get("class").split()
         assert path.findtext("title").endswith(f"({code}) : {expected[code]}"), path.findtext("title")
+    # The inset repeats Paris and its neighbours for the eye only: screen readers and Tab get each département once.
+    assert all((a.get("aria-hidden") == "true") == (a[0].get("data-frame") == "inset") for a in svg.cssselect("a"))
     # Outlines, not squares: a large département has many vertices, Corsica's two are separate shapes.
     gironde = next(p for p in paths if p.get("data-code") == "33").get("d")
     assert len(re.findall(r"-?\d*\.?\d+", gironde)) > 60
