@@ -23,6 +23,7 @@ import gzip
 import json
 import logging
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -44,7 +45,7 @@ from protocol.sheet import sheet_from_dict  # noqa: E402
 from search.client import SearchClient  # noqa: E402
 from search.schema import ALIAS, collection_name, collection_schema, document_from_sheet, document_id, rotation_key  # noqa: E402
 from search.server import EmbeddedTypesense  # noqa: E402
-from search.service import SEARCH, SearchService  # noqa: E402
+from search.service import SearchService  # noqa: E402
 from search.synonyms import install_synonyms  # noqa: E402
 from web.app import FRONT  # noqa: E402
 from web.state import parse_state  # noqa: E402
@@ -161,9 +162,13 @@ async def main(args: argparse.Namespace) -> None:
         )  # fmt: skip
         settings.hub.scheduler = False
         settings.federation.enabled = False
+        # The hub's own search runtime must read this index: left embedded, it would start a second,
+        # empty Typesense at startup and the pages would be measured over no sheet at all.
+        settings.search.urls = list(server.nodes.urls)
+        settings.search.api_key = server.nodes.api_key
+        settings.search.indexer = False
         app = build_app(settings)
-        service = SearchService(client)
-        app[SEARCH] = service
+        service = SearchService(client)  # the peer: the same index, searched without the page
         server_times: list[float] = []
 
         @web.middleware
@@ -178,6 +183,10 @@ async def main(args: argparse.Namespace) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        async with ClientSession() as session, session.get(f"http://127.0.0.1:{args.port}/recherche") as response:
+            page_found = int(re.sub(r"\D", "", re.search(r'id="found">([^<]*)<', await response.text()).group(1)))
+        if page_found != args.count:
+            raise RuntimeError(f"the search page counts {page_found} sheets, not the {args.count} indexed")
         runs = {}
         for mode, ttl in (("uncached", 0.0), ("cached", settings.web.cache_ttl)):
             # uncached: every page asks the index; cached: the front's micro-cache ([web] cache_ttl).

@@ -38,6 +38,7 @@ DEFAULT_FACETS = (
     "stage",
     "engineering",
     "match_kinds",
+    "match_directions",
     "partner",
     "region",
     "departement",
@@ -243,8 +244,10 @@ class SearchQuery:
             "highlight_affix_num_tokens": 12,
             "exclude_fields": HIDDEN_FIELDS,
         }
-        if self.facets:
-            main["facet_by"] = ",".join(self.facets)
+        # An active facet's counts come from its own search below: the main search need not count it.
+        counted = [name for name in self.facets if name not in self.active_facets]
+        if counted:
+            main["facet_by"] = ",".join(counted)
             main["max_facet_values"] = self.max_facet_values
         out = [main]
         for name in self.active_facets:

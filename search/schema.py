@@ -17,7 +17,7 @@ from protocol.sheet import MatchStatus, Sheet
 from search import geo
 from search.text import clean_text, html_to_text, stem_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: match_directions and match_pairs
 ALIAS = "sheets"
 
 # Apostrophes are folded to "'" before indexing (Typesense refuses "’" here) and
@@ -66,6 +66,8 @@ FACET_FIELDS = (
     "stage",
     "engineering",
     "match_kinds",
+    "match_directions",
+    "match_pairs",
     "partner",
     "insee",
     "departement",
@@ -88,6 +90,10 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("stage", "string", facet=True, optional=True),
     FieldSpec("engineering", "string[]", facet=True, optional=True),
     FieldSpec("match_kinds", "string[]", facet=True, optional=True),
+    # Of the open matches too: "need"/"offer", and "direction:kind" pairs, so that "a need of a place" is
+    # one filter (a sheet offering a place and needing money is not one).
+    FieldSpec("match_directions", "string[]", facet=True, optional=True),
+    FieldSpec("match_pairs", "string[]", facet=True, optional=True),
     FieldSpec("partner", "string", facet=True),
     FieldSpec("insee", "string[]", facet=True, optional=True),
     FieldSpec("departement", "string[]", facet=True, optional=True),
@@ -159,6 +165,7 @@ def document_from_sheet(sheet: Sheet, *, cluster: str | None = None, rotation_sa
     title = clean_text(sheet.title)
     summary = clean_text(sheet.summary)
     description = html_to_text(sheet.description)
+    open_matches = [m for m in sheet.matches if m.status is MatchStatus.OPEN]
     doc: dict[str, Any] = {
         "id": document_id(sheet.id),
         "uri": sheet.id,
@@ -170,7 +177,9 @@ def document_from_sheet(sheet: Sheet, *, cluster: str | None = None, rotation_sa
         "subthemes": list(sheet.subthemes),
         "audiences": list(sheet.audiences),
         "engineering": list(sheet.engineering),
-        "match_kinds": _unique(m.kind.value for m in sheet.matches if m.status is MatchStatus.OPEN),
+        "match_kinds": _unique(m.kind.value for m in open_matches),
+        "match_directions": _unique(m.direction.value for m in open_matches),
+        "match_pairs": _unique(f"{m.direction.value}:{m.kind.value}" for m in open_matches),
         "communes": _unique(p.commune for p in sheet.places),
         "insee": _unique(p.insee for p in sheet.places),
         "departement": _unique(p.departement for p in sheet.places),

@@ -1,4 +1,5 @@
-"""Dashboards: projects by theme × région, over time, by partner, and a choropleth by département.
+"""Dashboards: projects by theme × région, over time, by partner, and a choropleth by département
+(outlines from :mod:`web.choropleth`).
 
 Every figure comes from facet counts of the index (one small search per row,
 run concurrently), never from a scan of the database. Each chart is drawn on the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -20,18 +22,22 @@ from typing import Any
 
 from aiohttp import web
 
+from node.geo.build import BuildError
 from protocol.taxonomy import default_taxonomy
 from search.errors import SearchError
 from search.query import SearchQuery
+from web import choropleth
 from web.app import front, page, search
 from web.labels import gazetteer, labeller
 from web.render import language
 from web.search_pages import unavailable
 
 routes = web.RouteTableDef()
+log = logging.getLogger(__name__)
 CACHE_SECONDS = 60.0
 FIRST_YEAR = 2010
 CHARTS = ("themes-regions", "years", "partners", "departements")
+MAP_SIZE = (choropleth.WIDTH, choropleth.HEIGHT)
 
 
 async def _count(request: web.Request, **kw: Any) -> dict[str, Any]:
@@ -90,7 +96,7 @@ async def departements(request: web.Request) -> dict[str, Any]:
             found[c["value"]] = max(found.get(c["value"], 0), c["count"])
     counts = {d: found.get(d, 0) for d in sorted(gaz.departements)}
     top = max(counts.values(), default=0)
-    return {"counts": counts, "max": top, "tiles": tiles(counts, top), "bins": bins(top)}
+    return {"counts": counts, "max": top, "bins": bins(top)}
 
 
 def shade(n: int, top: int) -> int:
@@ -108,34 +114,6 @@ def bins(top: int) -> list[tuple[int, int, int]]:
         high = math.floor((k / 5) ** 2 * top)
         if low <= high:
             out.append((k, low, high))
-    return out
-
-
-# Paris and its neighbours overlap at any readable tile size: they get an inset grid.
-INSET = {"95": (1, 0), "78": (0, 1), "92": (1, 1), "75": (2, 1), "93": (3, 1), "91": (1, 2), "94": (2, 2), "77": (3, 2)}
-INSET_ORIGIN = (455, 60)
-
-
-def tiles(counts: dict[str, int], top: int) -> list[dict[str, Any]]:
-    """Square tiles placed at each département's centre (metropolitan France), Île-de-France in an inset,
-    overseas départements in a row below."""
-    gaz = gazetteer()
-    out = []
-    overseas = 0
-    for code, n in counts.items():
-        _name, _region, lat, lon = gaz.departements[code]
-        if code in INSET:
-            col, row = INSET[code]
-            x, y = INSET_ORIGIN[0] + col * 38, INSET_ORIGIN[1] + row * 38
-        elif lat is None or lon is None:
-            continue
-        elif 41 <= lat <= 52 and -6 <= lon <= 10:
-            x = (lon + 5.5) * math.cos(math.radians(46.5)) * 52 + 10
-            y = (51.5 - lat) * 52 + 10
-        else:
-            x, y = 20 + overseas * 40, 600
-            overseas += 1
-        out.append({"code": code, "x": round(x, 1), "y": round(y, 1), "count": n, "shade": shade(n, top)})
     return out
 
 
@@ -172,6 +150,15 @@ def csv_rows(chart: str, data: dict[str, Any], lang: str) -> list[list[Any]]:
     return [["departement", "name", "projects"], *([d, label("departement", d), n] for d, n in data["counts"].items())]
 
 
+def _map() -> choropleth.Layout | None:
+    """The map's outlines, or None (the page then shows the table alone) when they cannot be built here."""
+    try:
+        return choropleth.layout()
+    except BuildError as exc:
+        log.warning("dashboard map unavailable: %s", exc)
+        return None
+
+
 @routes.get("/tableaux-de-bord")
 async def dashboards(request: web.Request) -> web.Response:
     try:
@@ -179,7 +166,9 @@ async def dashboards(request: web.Request) -> web.Response:
     except SearchError:
         return unavailable(request)
     return page(
-        request, "dashboards.html", {"charts": charts, "first_year": FIRST_YEAR, "shade": shade, "inset": INSET_ORIGIN}
+        request,
+        "dashboards.html",
+        {"charts": charts, "first_year": FIRST_YEAR, "shade": shade, "map": _map(), "map_size": MAP_SIZE},
     )
 
 

@@ -8,6 +8,7 @@ from functools import cache
 
 from node.geo.gazetteer import Gazetteer
 from protocol.taxonomy import Taxonomy, default_taxonomy
+from web.i18n import translations
 
 
 def N_(message: str) -> str:
@@ -25,8 +26,11 @@ FACETS: tuple[tuple[str, str], ...] = (
     ("audiences", N_("Public")),
     ("stage", N_("Stade")),
     ("engineering", N_("Ingénierie")),
-    ("match_kinds", N_("Besoins et offres")),
+    ("match_directions", N_("Besoin ou offre")),
+    ("match_kinds", N_("Type de besoin ou d'offre")),
 )
+# Values of ``match_directions`` (protocol.sheet.MatchDirection), translated where shown.
+DIRECTIONS = {"need": N_("Besoin"), "offer": N_("Offre")}
 FACET_NAMES = tuple(name for name, _ in FACETS)
 
 
@@ -55,6 +59,7 @@ class Labeller:
             "stage": term(tax.stages),  # type: ignore[arg-type]
             "engineering": term(tax.engineering),  # type: ignore[arg-type]
             "match_kinds": term(tax.match_kinds),  # type: ignore[arg-type]
+            "match_directions": self.direction,
             "region": self.region,
             "departement": self.departement,
         }
@@ -69,6 +74,10 @@ class Labeller:
         if term is not None:
             return term.label(self.lang)
         return gazetteer().region_name(code)
+
+    def direction(self, code: str) -> str | None:
+        message = DIRECTIONS.get(code)
+        return translations(self.lang).gettext(message) if message else None
 
     def departement(self, code: str) -> str | None:
         name = gazetteer().departement_name(code)

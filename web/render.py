@@ -16,7 +16,7 @@ from aiohttp import web
 from babel import Locale
 from babel.dates import format_date
 from babel.numbers import format_decimal
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from web.i18n import LANGUAGES, negotiate, translations
 from web.labels import FACETS, labeller
@@ -66,6 +66,30 @@ def _json_ld(value: Any) -> Markup:
     return Markup(escaped)  # noqa: S704  (no "<" left: nothing can close the element)
 
 
+def facet_items(lang: str) -> Any:
+    """``facet_items(facet, values, prefix)``: the checkboxes of one facet panel as HTML.
+
+    A search page shows up to 30 values for each of ten facets; built by the template, their
+    attribute look-ups and escapes were half of the page's rendering time. Same markup, built here.
+    """
+    label = labeller(lang).label
+
+    def items(name: str, values: list[dict[str, Any]], prefix: str = "") -> Markup:
+        facet = escape(name)
+        out = []
+        for index, v in enumerate(values, 1):
+            ident = f"f-{facet}-{prefix}{index}"
+            checked = " checked" if v["selected"] else ""
+            out.append(
+                f'<li><input type="checkbox" name="{facet}" value="{escape(v["value"])}" id="{ident}"{checked}>'
+                f'<label for="{ident}">{escape(label(name, v["value"]))} '
+                f'<span class="count">{_number(v["count"], lang)}</span></label></li>'
+            )
+        return Markup("\n".join(out))  # noqa: S704  (every value above is escaped)
+
+    return items
+
+
 def make_environment(lang: str) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -76,7 +100,9 @@ def make_environment(lang: str) -> jinja2.Environment:
     )
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
     label = labeller(lang).label
-    env.globals.update(lang=lang, label=label, facets=FACETS, quote=lambda s: quote(str(s), safe=""))
+    env.globals.update(
+        lang=lang, label=label, facets=FACETS, facet_items=facet_items(lang), quote=lambda s: quote(str(s), safe="")
+    )
     env.filters.update(
         date=lambda v: _date(v, lang),
         number=lambda v: _number(v, lang),

@@ -124,15 +124,18 @@ async def search_page(request: web.Request) -> web.Response:
 
 @routes.get("/recherche/resultats")
 async def results_fragment(request: web.Request) -> web.Response:
-    """The result list alone (the map page swaps it in as the map moves)."""
+    """The result list alone; with ``view=map``, also the map page's chips and facet panel (swapped in as the map
+    moves, so that the counts are those of the viewport)."""
     try:
         state, result = await run(request)
     except QueryError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     except SearchError:
         raise web.HTTPServiceUnavailable(text="search unavailable") from None
-    path = "/carte" if request.query.get("view") == "map" else "/recherche"
-    html = front(request).renderer.text(request, "_results.html", context(state, result, path))
+    on_map = request.query.get("view") == "map"
+    # The map page refreshes its chips, facet counts and list-view link with the list, for the viewport.
+    template, path = ("_map_fragment.html", "/carte") if on_map else ("_results.html", "/recherche")
+    html = front(request).renderer.text(request, template, context(state, result, path))
     return web.Response(text=html, content_type="text/html")
 
 

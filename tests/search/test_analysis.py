@@ -8,7 +8,7 @@ from importlib import resources
 
 from protocol.sheet import Image, Partner, Place, Sheet
 from search import geo
-from search.schema import collection_name, collection_schema, document_from_sheet, document_id
+from search.schema import SCHEMA_VERSION, collection_name, collection_schema, document_from_sheet, document_id
 from search.synonyms import load_synonyms, taxonomy_synonyms
 from search.text import html_to_text, stem_query, stem_text
 
@@ -66,7 +66,7 @@ def test_document_from_sheet() -> None:
 
 def test_collection_name_is_versioned() -> None:
     name = collection_name(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
-    assert name == "sheets_v1_20250102030405"
+    assert name == f"sheets_v{SCHEMA_VERSION}_20250102030405"
 
 
 def test_geohash_round_trip() -> None:

@@ -74,6 +74,8 @@ async def test_every_facet_filter(client, collection, sheets) -> None:
         "stage": ("developpement", {"2", "6", "7"}),
         "engineering": ("numerique", {"6"}),
         "match_kinds": ("benevolat", {"1"}),
+        "match_directions": ("offer", {"5"}),
+        "match_pairs": ("need:financement", {"2"}),
         "partner": ("Réseau C", {"5", "7"}),
         "insee": ("35238", {"1", "7", "9"}),
         "departement": ("44", {"2", "10", "11"}),
@@ -85,6 +87,8 @@ async def test_every_facet_filter(client, collection, sheets) -> None:
         assert ids(result) == expected, facet
     # A fulfilled need is not an open match kind.
     assert ids(await find(client, filters={"match_kinds": ("emploi",)})) == set()
+    assert ids(await find(client, filters={"match_pairs": ("need:emploi", "offer:financement")})) == set()
+    assert ids(await find(client, filters={"match_directions": ("need",)}, per_page=50)) == {"1", "2"}
     # OR inside a facet, AND across facets.
     both = await find(client, filters={"themes": ("EDU", "SOL"), "region": ("53",)}, per_page=50)
     assert ids(both) == {"1", "7", "9"}
@@ -102,6 +106,11 @@ async def test_disjunctive_facet_counts(client, collection) -> None:
     assert stages == {"experimentation": 1, "developpement": 1, "idee": 1}
     # A non-active facet counts within the full selection.
     assert {c["value"]: c["count"] for c in result["facets"]["subthemes"]} == {"AGR": 1}
+    # Each facet is counted once: the active ones by their own search only.
+    searches = SearchQuery(filters={"themes": ("ENV",), "stage": ("idee",)}).searches()
+    assert [s["facet_by"] for s in searches[1:]] == ["themes", "stage"]
+    assert not {"themes", "stage"} & set(searches[0]["facet_by"].split(","))
+    assert len(searches[0]["facet_by"].split(",")) == len(SearchQuery().facets) - 2
 
 
 async def test_selected_value_without_hits_stays_listed(client, collection) -> None:

@@ -104,6 +104,38 @@ async def test_map_viewport_filters_the_list(context, hub: Hub) -> None:
     assert console.errors == []
 
 
+async def test_map_facets_follow_the_viewport_and_keep_the_filters(context, hub: Hub) -> None:
+    page = await context.new_page()
+    console = Console(page)
+    await page.goto(hub.url + "/carte?bbox=47.2,-5.2,48.95,-1.0")
+    await page.wait_for_selector(".cluster-icon", timeout=10_000)
+    # The panel was swapped in for the viewport: its checkboxes still submit by themselves.
+    await page.wait_for_function("location.search.includes('zoom=')")
+    await page.wait_for_load_state("networkidle")  # the fragment of the viewport is in
+    region = page.locator("#facet-region input[type=checkbox]").first
+    value = await region.get_attribute("value")
+    async with page.expect_navigation():
+        await region.check()
+    query = parse_qs(urlsplit(page.url).query)
+    assert urlsplit(page.url).path == "/carte" and query["region"] == [value] and "bbox" in query
+    count = int("".join(ch for ch in await page.locator("#found").inner_text() if ch.isdigit()))
+    assert await page.locator("#facet-region input:checked").count() == 1
+    # Map -> list -> map keeps the filters.
+    async with page.expect_navigation():
+        await page.get_by_role("link", name="Voir en liste avec les filtres").click()
+    assert urlsplit(page.url).path == "/recherche" and parse_qs(urlsplit(page.url).query)["region"] == [value]
+    assert int("".join(ch for ch in await page.locator("#found").inner_text() if ch.isdigit())) == count
+    async with page.expect_navigation():
+        await page.get_by_role("link", name="Voir sur la carte").click()
+    assert urlsplit(page.url).path == "/carte" and parse_qs(urlsplit(page.url).query)["region"] == [value]
+    await page.wait_for_selector(".cluster-icon", timeout=10_000)
+    # A removed chip drops its filter on the map too.
+    async with page.expect_navigation():
+        await page.locator("#map-chips .chip").filter(has_not_text="Zone de la carte").first.click()
+    assert "region=" not in page.url
+    assert console.errors == []
+
+
 async def test_suggestions_by_keyboard(context, hub: Hub) -> None:
     page = await context.new_page()
     await page.goto(hub.url + "/recherche")
@@ -181,9 +213,14 @@ async def test_no_javascript_path_still_searches_and_filters(browser, hub: Hub) 
         async with page.expect_navigation():
             await page.locator(".chip", has_text="repair").click()
         assert "q=" not in page.url and "region=" in page.url
-        # The map page without JavaScript still lists the sheets.
+        # The map page without JavaScript still lists the sheets, and its facet panel filters them.
         await page.goto(hub.url + "/carte")
         assert await page.locator("#results .hit").count() > 0
+        await page.locator("#facet-themes input[type=checkbox]").first.check()
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Appliquer les filtres").click()
+        assert urlsplit(page.url).path == "/carte" and "themes=" in page.url
+        assert await page.locator("#map-chips .chip").count() == 1
         await page.screenshot(path=str(ARTIFACTS / "map-nojs.png"))
     finally:
         await ctx.close()

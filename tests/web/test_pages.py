@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
+from protocol.sheet import Sheet
 from tests.web.conftest import Hub
 from tests.web.corpus import PARTNERS, SHARED_TITLE, XSS_TITLE
 
@@ -148,6 +149,39 @@ async def test_dashboard_figures_match_the_index(hub: Hub) -> None:
     assert status == 200 and text.count("<table") == 4 and text.count('.csv" download') == 4
 
 
+async def test_choropleth_draws_every_departement(hub: Hub) -> None:
+    """The map is SVG outlines from the server: one linked, titled path per département, shaded by its count."""
+    from lxml import html as lhtml
+
+    from web.dashboards import bins, shade
+
+    status, text, _ = await get(hub, "/tableaux-de-bord")
+    assert status == 200
+    svg = lhtml.fromstring(text).cssselect("svg.choropleth")[0]
+    paths = svg.cssselect("path.dep")
+    codes = {p.get("data-code") for p in paths}
+    assert len(codes) == 101 and {"2A", "2B", "971", "972", "973", "974", "976"} <= codes
+    frames = {f: {p.get("data-code") for p in paths if p.get("data-frame") == f} for f in ("overseas", "inset")}
+    assert frames == {"overseas": {"971", "972", "973", "974", "976"}, "inset": {"75", "92", "93", "94"}}
+    expected = {d: sum(1 for s in hub.sheets.values() if any(p.departement == d for p in s.places)) for d in codes}
+    top = max(expected.values())
+    assert top > 0 and expected["35"] > 0
+    for path in paths:
+        code = path.get("data-code")
+        assert re.fullmatch(r"(M[\d.]+ [\d.]+l[-\d. ]+z)+", path.get("d")), code
+        assert path.getparent().get("href") == f"/territoires/departement/{code}"
+        assert int(path.get("data-count")) == expected[code]
+        assert f"heat-{shade(expected[code], top)}" in path.get("class").split()
+        assert path.findtext("title").endswith(f"({code}) : {expected[code]}"), path.findtext("title")
+    # The inset repeats Paris and its neighbours for the eye only: screen readers and Tab get each département once.
+    assert all((a.get("aria-hidden") == "true") == (a[0].get("data-frame") == "inset") for a in svg.cssselect("a"))
+    # Outlines, not squares: a large département has many vertices, Corsica's two are separate shapes.
+    gironde = next(p for p in paths if p.get("data-code") == "33").get("d")
+    assert len(re.findall(r"-?\d*\.?\d+", gironde)) > 60
+    legend = lhtml.fromstring(text).cssselect("ul.legend li")
+    assert len(legend) == 1 + len(bins(top))
+
+
 async def test_board_lists_open_needs_and_offers(hub: Hub) -> None:
     status, text, _ = await get(hub, "/besoins-offres?match_kinds=lieu")
     assert status == 200
@@ -196,6 +230,59 @@ async def test_language_switch_and_no_secret_reaches_the_browser(hub: Hub) -> No
         assert key not in text and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 
 
+async def test_board_filters_by_direction_with_exact_counts(hub: Hub) -> None:
+    """Besoin / offre is a facet of the board; with a kind, it means one match of both (a need *of* a place)."""
+    from lxml import html as lhtml
+
+    from protocol.sheet import MatchStatus
+
+    kinds = sorted({m.kind.value for s in hub.sheets.values() for m in s.matches})
+
+    def having(directions: set[str], chosen_kinds: set[str]) -> int:
+        return sum(
+            1
+            for s in hub.sheets.values()
+            if any(m.status is MatchStatus.OPEN and m.direction.value in directions and m.kind.value in chosen_kinds
+                   for m in s.matches)
+        )  # fmt: skip
+
+    def panel(doc, name: str) -> dict[str, int]:
+        return {
+            i.get("value"): int(re.sub(r"\D", "", i.getnext().findtext("span")))
+            for i in doc.cssselect(f"#facet-{name} input[type=checkbox]")
+        }
+
+    both = {"need", "offer"}
+    for directions, chosen in (([], []), (["need"], []), (["offer"], ["lieu"]), (["need"], ["lieu"]), ([], ["lieu"])):
+        query = urlencode([("match_directions", d) for d in directions] + [("match_kinds", k) for k in chosen])
+        status, text, _ = await get(hub, f"/besoins-offres?{query}")
+        assert status == 200, text
+        doc = lhtml.fromstring(text)
+        wanted_d, wanted_k = set(directions) or both, set(chosen) or set(kinds)
+        total = having(wanted_d, wanted_k)
+        assert re.search(rf">{total} projets? avec un besoin ou une offre ouverts<", text), (query, total)
+        assert panel(doc, "match_directions") == {
+            d: n for d in sorted(both) if (n := having({d}, wanted_k)) or d in directions
+        }, query
+        assert panel(doc, "match_kinds") == {k: n for k in kinds if (n := having(wanted_d, {k})) or k in chosen}, query
+        shown = [li.get("class").split()[1] for li in doc.cssselect("ul.matches li.match")]
+        assert set(shown) <= wanted_d and (shown or total == 0), query
+    # The shared repair café needs an electrician and offers a room: not a need of a place.
+    status, text, _ = await get(hub, "/besoins-offres?match_directions=need&match_kinds=lieu")
+    assert "Une salle pour d" not in text
+    status, text, _ = await get(hub, "/besoins-offres?match_directions=offer&match_kinds=lieu")
+    assert "Une salle pour d" in text and "Un électricien bénévole" not in text
+    # The chip, the checked box and the English labels.
+    assert 'class="chip" href="/besoins-offres?match_kinds=lieu"' in text
+    status, text, _ = await get(hub, "/besoins-offres?match_directions=offer", **{"Accept-Language": "en"})
+    doc = lhtml.fromstring(text)
+    assert doc.cssselect("#facet-match_directions legend")[0].text == "Need or offer"
+    labels = [lbl.text.strip() for lbl in doc.cssselect("#facet-match_directions label")]
+    assert labels == ["Offer", "Need"] or labels == ["Need", "Offer"]
+    status, text, _ = await get(hub, "/besoins-offres?match_directions=both")
+    assert status == 400 and "match_directions must be one of need, offer" in text
+
+
 async def test_server_clusters_add_up_to_the_list(hub: Hub) -> None:
     import json
 
@@ -207,12 +294,61 @@ async def test_server_clusters_add_up_to_the_list(hub: Hub) -> None:
     inside = [s for s in placed if 42.0 <= s.places[0].lat <= 51.5 and -5.5 <= s.places[0].lon <= 9.9]
     assert sum(c["count"] for c in data["clusters"]) == data["found"] == len(inside)
     status, text, _ = await get(hub, f"/recherche/resultats?view=map&themes=ENV&bbox={box}")
-    assert status == 200 and text.startswith('<div id="results"') and f">{len(inside)} projets<" in text
+    assert status == 200 and '<div id="results"' in text and f">{len(inside)} projets<" in text
     assert 'href="/carte?themes=ENV&amp;bbox=' in text or len(inside) <= 20
     status, text, _ = await get(hub, "/carte/clusters.json?zoom=6")
     assert status == 400 and "bbox is required" in text
     status, text, _ = await get(hub, f"/carte/clusters.json?bbox={box}&zoom=40")
     assert status == 400 and "zoom" in text
+
+
+async def test_map_page_has_the_search_facets(hub: Hub) -> None:
+    """The map filters by the same facets as the search page, with the same counts, chips and URL state."""
+    from lxml import html as lhtml
+
+    query = urlencode([("themes", "ENV"), ("region", "53")])
+    status, text, _ = await get(hub, f"/carte?{query}")
+    assert status == 200
+    doc = lhtml.fromstring(text)
+    status, listed, _ = await get(hub, f"/recherche?{query}")
+    listing = lhtml.fromstring(listed)
+
+    def panels(tree) -> dict[str, dict[str, str]]:
+        return {
+            f.get("id"): {i.get("value"): i.getnext().findtext("span") for i in f.cssselect("input[type=checkbox]")}
+            for f in tree.cssselect("#facet-form fieldset.facet")
+        }
+
+    on_map = panels(doc)
+    assert on_map == panels(listing)
+    assert {"facet-themes", "facet-region", "facet-departement", "facet-partner", "facet-audiences", "facet-stage",
+            "facet-engineering", "facet-match_kinds"} <= set(on_map)  # fmt: skip
+    assert doc.cssselect("#facet-form")[0].get("action") == "/carte"
+    assert {i.get("value") for i in doc.cssselect("#facet-form input:checked")} == {"ENV", "53"}
+    chips = [a.get("href") for a in doc.cssselect("#map-chips a.chip")]
+    assert chips == ["/carte?region=53", "/carte?themes=ENV"]
+    assert doc.cssselect("#list-view a")[0].get("href") == f"/recherche?{query}"
+    assert f'href="/carte?{html.escape(query)}"' in listed  # and back to the map with the same filters
+    expected = sum(1 for s in hub.sheets.values() if "ENV" in s.themes and any(p.region == "53" for p in s.places))
+    assert found(text) == expected
+    # As the map moves, the counts follow the viewport: the fragment carries the panel, the chips and the links.
+    box = "47.2,-5.2,48.95,-1.0"
+    status, text, _ = await get(hub, f"/recherche/resultats?view=map&themes=ENV&bbox={box}")
+    fragment = lhtml.fromstring(text)
+    regions = panels(fragment)["facet-region"]
+    assert status == 200 and "53" in regions and set(regions) <= {"53", "52"}  # Brittany, the edge of Pays de la Loire
+
+    def placed_in_box(sheet: Sheet) -> bool:
+        return any(p.lat is not None and 47.2 <= p.lat <= 48.95 and -5.2 <= p.lon <= -1.0 for p in sheet.places)
+
+    in_box = [s for s in hub.sheets.values() if "ENV" in s.themes and placed_in_box(s)]
+    assert int(regions["53"]) == sum(1 for s in in_box if any(p.region == "53" for p in s.places)) > 0
+    assert fragment.cssselect("#facet-form input[name=bbox]")[0].get("value") == box
+    assert fragment.cssselect("#list-view a")[0].get("href") == f"/recherche?themes=ENV&bbox={box.replace(',', '%2C')}"
+    assert [a.get("href") for a in fragment.cssselect("#map-chips a.chip")] == [
+        f"/carte?bbox={box.replace(',', '%2C')}",
+        "/carte?themes=ENV",
+    ]
 
 
 async def test_metrics_count_the_cache(hub: Hub) -> None:

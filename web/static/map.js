@@ -81,6 +81,19 @@
       });
     }
 
+    // The keyword form keeps the viewport too (the facet form comes from the server with it).
+    function keepBox(bbox) {
+      var form = document.getElementById("search-form");
+      if (!form) { return; }
+      var input = form.querySelector("input[name=bbox]");
+      if (!input) {
+        input = document.createElement("input");
+        input.type = "hidden"; input.name = "bbox";
+        form.appendChild(input);
+      }
+      input.value = bbox;
+    }
+
     function refresh() {
       var mine = ++seq, bbox = box(), zoom = map.getZoom();
       fetch("/carte/clusters.json?" + params("bbox=" + bbox + "&zoom=" + zoom))
@@ -90,10 +103,16 @@
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) {
           if (html === null || mine !== seq) { return; }
-          var holder = document.getElementById("results");
-          var fresh = document.createElement("div");
-          fresh.innerHTML = html;
-          if (holder && fresh.firstElementChild) { holder.replaceWith(fresh.firstElementChild); }
+          var fresh = new DOMParser().parseFromString(html, "text/html");
+          // The list, the chips, the facet counts and the list-view link all follow the viewport.
+          ["results", "map-chips", "map-facets", "list-view"].forEach(function (id) {
+            var holder = document.getElementById(id), next = fresh.getElementById(id);
+            if (!holder || !next) { return; }
+            var box = holder.querySelector("#facets-box"), nextBox = next.querySelector("#facets-box");
+            if (box && nextBox) { nextBox.open = box.open; }  // keeps the panel folded or open as the user left it
+            holder.replaceWith(document.importNode(next, true));
+          });
+          keepBox(bbox);
           drawPins();
         });
       if (window.history && history.replaceState) {

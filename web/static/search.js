@@ -3,12 +3,11 @@
   "use strict";
 
   function autoSubmit() {
-    var facetForm = document.getElementById("facet-form");
-    if (facetForm) {
-      facetForm.addEventListener("change", function (event) {
-        if (event.target && event.target.type === "checkbox") { facetForm.submit(); }
-      });
-    }
+    // Delegated: the map page replaces its facet form as the map moves.
+    document.addEventListener("change", function (event) {
+      var target = event.target;
+      if (target && target.type === "checkbox" && target.form && target.form.id === "facet-form") { target.form.submit(); }
+    });
     var sort = document.getElementById("sort");
     if (sort && sort.form) {
       sort.addEventListener("change", function () { sort.form.submit(); });
