@@ -92,7 +92,9 @@ _blocks = re.compile(
 _INLINE = "|".join(sorted(ALLOWED_TAGS - {"p", "br", "ul", "ol", "li", "blockquote", "pre", "h3", "h4", "h5", "h6"}))
 _TAG_RE = rf'</?(?:{_INLINE})(?:[ \t\n]+[a-z][a-z-]*="[^"]*")*[ \t\n]*/?>'
 _TAG = re.compile(_TAG_RE)
-_PLAIN = re.compile(rf"(?:[^<>&\x00-\x08\x0b-\x1f\x7f\ufeff]+|&(?:amp|lt|gt|nbsp);|{_TAG_RE})*")
+# Possessive and atomic: a run of text is never split again when the match fails further on
+# (with a plain ``+`` inside ``*`` a long text ending in a stray "<" took exponential time).
+_PLAIN = re.compile(rf"(?:[^<>&\x00-\x08\x0b-\x1f\x7f\ufeff]++|&(?:amp|lt|gt|nbsp);|(?>{_TAG_RE}))*+")
 
 
 def _strip_tags(text: str) -> str:
