@@ -52,7 +52,7 @@ async def test_every_store_on_the_database_enqueues_in_its_transaction(db: Datab
 async def test_sqlite_claim_walks_the_queue_in_id_order(db: Database) -> None:
     # Through index_queue_due, SQLite sorted the whole backlog by id for every claim.
     if db.dialect != "sqlite":
-        pytest.skip("a SQLite query plan")
+        pytest.skip("checks the query plan SQLite chooses for the claim; PostgreSQL plans it on its own")
     sql = IndexQueue(db, IndexerConfig()).claim_sql()
     plan = await db.fetch("EXPLAIN QUERY PLAN " + sql, ["t", 1, 0, 0, 10])
     details = " | ".join(str(r["detail"]) for r in plan)
