@@ -17,7 +17,7 @@ PostgreSQL with ``--backend postgres``). Reported:
 - ``peer``: the same ten endpoints read by a plain ``sickle`` loop (``ListRecords`` iterated
   to the end, records parsed, nothing stored) in the same run, and the ratio hub/sickle.
 
-    python bench/hub_bench.py [--nodes 10] [--per-node 10000] [--workers 4] [--processes 1]
+    python bench/hub_bench.py [--nodes 10] [--per-node 10000] [--workers 4] [--processes 1] [--harvest-processes 0]
                               [--backend sqlite|postgres] [--page-size N] [--no-peer] [--rebuild]
 
 Targets on the project's machine: ≥ 5,000 records/s end to end, ≤ 500 MB hub RSS, the
@@ -204,8 +204,11 @@ async def _spawn_workers(db_url: str, allow: list[str], workers: int, processes:
     return [json.loads(o.decode().strip().splitlines()[-1]) for o in outs]
 
 
-async def hub_child(urls: list[str], backend: str, workers: int, expected: int, processes: int = 1) -> dict[str, Any]:
+async def hub_child(
+    urls: list[str], backend: str, workers: int, expected: int, processes: int = 1, harvest_processes: int = 0
+) -> dict[str, Any]:
     from harvesting.hub import Hub
+    from harvesting.pipeline import HarvestPipeline, spec_of
     from harvesting.transport import OaiTransport
     from node.db import Database
     from node.outbound import OutboundClient, OutboundConfig
@@ -215,10 +218,23 @@ async def hub_child(urls: list[str], backend: str, workers: int, expected: int, 
     await db.upgrade()
     await db.open()
     allow = frozenset(u.split("/")[2] for u in urls)
-    out: dict[str, Any] = {"backend": backend, "workers": workers, "processes": processes, "sources": len(urls)}
+    out: dict[str, Any] = {
+        "backend": backend,
+        "workers": workers,
+        "processes": processes,
+        "harvest_processes": harvest_processes,
+        "sources": len(urls),
+    }
+    base = "https://hub.bench.example"
+    pipeline = HarvestPipeline(spec_of(db, base), harvest_processes) if harvest_processes else None
+
+    def pipeline_rss() -> float:
+        """Peak RSS of the harvest worker processes, added to the hub's: they are part of it."""
+        return sum(hb._status(pid)["VmHWM"] for pid in pipeline.pids()) if pipeline is not None else 0.0
+
     try:
         async with OutboundClient(OutboundConfig(allow_list=allow, total_timeout=60.0)) as client:
-            hub = Hub(db, OaiTransport(client), hub_base_url="https://hub.bench.example")
+            hub = Hub(db, OaiTransport(client), hub_base_url=base, pipeline=pipeline)
             keys = [str((await hub.register(u))["key"]) for u in urls]
             gate = asyncio.Semaphore(workers)
 
@@ -259,7 +275,8 @@ async def hub_child(urls: list[str], backend: str, workers: int, expected: int, 
                 "records_per_s": round(added / seconds),
                 "sheets_in_duplicate_clusters": int(clustered["n"]) if clustered else 0,
                 "idle_rss_mib": round(idle, 1),
-                "peak_rss_mib": round(max(_rss()["VmHWM"], worker_rss), 1),
+                "peak_rss_mib": round(max(_rss()["VmHWM"], worker_rss) + pipeline_rss(), 1),
+                "pipeline_rss_mib": round(pipeline_rss(), 1),
             }
 
             async def unchanged(label: str) -> None:
@@ -275,7 +292,7 @@ async def hub_child(urls: list[str], backend: str, workers: int, expected: int, 
                     "queue_writes": int(queued["n"]) if queued else -1,
                     "changes_reported": sum(r.added + r.updated + r.deleted for r in results),
                     "errors": [e for r in results for e in r.errors][:5],
-                    "peak_rss_mib": round(_rss()["VmHWM"], 1),
+                    "peak_rss_mib": round(_rss()["VmHWM"] + pipeline_rss(), 1),
                 }
 
             await unchanged("incremental")
@@ -283,6 +300,8 @@ async def hub_child(urls: list[str], backend: str, workers: int, expected: int, 
             await unchanged("full_unchanged")
     finally:
         await db.close()
+        if pipeline is not None:
+            pipeline.close()
     return out
 
 
@@ -322,6 +341,9 @@ def main() -> int:
     parser.add_argument("--templates", type=int, default=1000, help="distinct generated sheets per node")
     parser.add_argument("--workers", type=int, default=4, help="sources harvested at once by a hub process")
     parser.add_argument("--processes", type=int, default=1, help="hub processes sharing the database")
+    parser.add_argument(
+        "--harvest-processes", type=int, default=0, help="[hub] harvest_processes: worker processes decoding pages"
+    )
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument("--page-size", type=int, help="ESSAIM_OAI_PAGE_SIZE of the nodes (default: theirs)")
     parser.add_argument("--no-peer", action="store_true")
@@ -332,7 +354,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.hub_child:
         spec = json.loads(args.hub_child)
-        work = hub_child(spec["urls"], spec["backend"], spec["workers"], spec["expected"], spec["processes"])
+        work = hub_child(
+            spec["urls"],
+            spec["backend"],
+            spec["workers"],
+            spec["expected"],
+            spec["processes"],
+            spec["harvest_processes"],
+        )
         if os.environ.get("ESSAIM_BENCH_PROFILE"):  # where the hub's time goes, on stderr
             import cProfile
             import pstats
@@ -376,6 +405,7 @@ def main() -> int:
             "workers": args.workers,
             "expected": expected,
             "processes": args.processes,
+            "harvest_processes": args.harvest_processes,
         }
         ours = _child("--hub-child", json.dumps(spec))
         ours["nodes"] = args.nodes

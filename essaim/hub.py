@@ -15,6 +15,8 @@ from essaim.settings import Settings, SettingsError
 from harvesting.admin import HUB
 from harvesting.duplicates import clusters_of
 from harvesting.hub import Hub, run_scheduler
+from harvesting.pipeline import HarvestPipeline
+from harvesting.pipeline import spec_of as pipeline_spec
 from harvesting.transport import OaiTransport
 from node.context import NODE
 from node.db import Database
@@ -62,17 +64,26 @@ def search_config(settings: Settings, **overrides: Any) -> SearchConfig:
 async def open_hub(
     settings: Settings, db: Database, *, count: Callable[[str, int], None] | None = None
 ) -> AsyncIterator[Hub]:
-    """A :class:`Hub` on ``db`` whose outbound client follows ``[outbound]``; closed on exit."""
+    """A :class:`Hub` on ``db`` whose outbound client follows ``[outbound]``, with its harvest worker
+    processes when ``[hub] harvest_processes`` asks for them; closed on exit."""
     from essaim.app import outbound_config
 
-    async with OutboundClient(outbound_config(settings)) as client:
-        yield Hub(
-            db,
-            OaiTransport(client),
-            hub_base_url=settings.base_url,
-            claim_ttl=settings.hub.claim_ttl,
-            count=count,
-        )
+    pipeline = None
+    if settings.hub.harvest_processes > 0:
+        pipeline = HarvestPipeline(pipeline_spec(db, settings.base_url), settings.hub.harvest_processes)
+    try:
+        async with OutboundClient(outbound_config(settings)) as client:
+            yield Hub(
+                db,
+                OaiTransport(client),
+                hub_base_url=settings.base_url,
+                claim_ttl=settings.hub.claim_ttl,
+                count=count,
+                pipeline=pipeline,
+            )
+    finally:
+        if pipeline is not None:
+            await asyncio.to_thread(pipeline.close)
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -76,6 +76,9 @@ class HubSettings:
     page_size: int = 100  # not sent (OAI-PMH lets the provider choose); kept for providers' hints
     poll: float = 5.0  # seconds between two looks for due sources
     claim_ttl: int = 120  # a claim lapses after this many seconds unless renewed (every ttl/3 while harvesting)
+    # Worker processes decoding, normalising and rendering harvested OAI-PMH pages while this
+    # process fetches and writes them (harvesting/pipeline.py); 0: all in this process.
+    harvest_processes: int = 0
     scheduler: bool = True  # run the scheduler inside ``essaim node serve`` when role = hub
 
 

@@ -102,13 +102,30 @@ def components(rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
         return i
 
     if len(rows) <= MAX_BLOCK:
-        for i in range(len(rows)):
-            for j in range(i + 1, len(rows)):
-                if rows[i]["source"] == rows[j]["source"] or find(i) == find(j):
+        # Rows of one source with the same folded title link to exactly the same rows, so they
+        # end in the same component (or each alone, and then without a cluster): the pairs are
+        # compared between distinct (title, source) nodes, not between rows.
+        nodes: dict[tuple[str, str], int] = {}
+        node_of = [nodes.setdefault((str(r["title_key"]), str(r["source"])), len(nodes)) for r in rows]
+        keys = list(nodes)
+        up = list(range(len(keys)))
+
+        def root(i: int) -> int:
+            while up[i] != i:
+                up[i] = up[up[i]]
+                i = up[i]
+            return i
+
+        for i, (a, source_a) in enumerate(keys):
+            for j in range(i + 1, len(keys)):
+                b, source_b = keys[j]
+                if source_a == source_b or root(i) == root(j):
                     continue  # same source never links; already joined needs no comparison
-                a, b = rows[i]["title_key"], rows[j]["title_key"]
                 if similar(a, b) if a <= b else similar(b, a):
-                    parent[find(i)] = find(j)
+                    up[root(i)] = root(j)
+        first_row: dict[int, int] = {}
+        for i, node in enumerate(node_of):
+            parent[i] = first_row.setdefault(root(node), i)
     else:  # a crowded block (one big holder in one city): exact folded titles only, in linear time
         first: dict[str, int] = {}
         for i, row in enumerate(rows):
@@ -129,9 +146,12 @@ def components(rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
 
 
 async def update(
-    db: Database, source: str, changed: Sequence[tuple[str, Sheet | None]], *, tx: BaseDBAsyncClient
+    db: Database, source: str, changed: Sequence[tuple[str, Sheet | MatchKey | None]], *, tx: BaseDBAsyncClient
 ) -> int:
     """Re-key the changed sheets of ``source`` (``None``: deleted) and re-cluster the blocks concerned.
+
+    A changed sheet is given as the sheet, or as its :func:`match_key` computed elsewhere
+    (a harvest worker process; a sheet without a key is given as None, like a deletion).
 
     Returns how many cluster assignments moved.
     """
@@ -148,7 +168,7 @@ async def update(
         await db.execute(f"DELETE FROM hub_sheet_match WHERE uri IN ({marks})", chunk, conn=tx)
     fresh: dict[str, tuple[str, str]] = {}
     for uri, sheet in changed:
-        key = match_key(sheet) if sheet is not None else None
+        key = sheet if isinstance(sheet, MatchKey) else match_key(sheet) if sheet is not None else None
         if key is None:
             fresh.pop(uri, None)
         else:

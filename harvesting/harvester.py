@@ -23,8 +23,9 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from harvesting.ingest import write_batch
+from harvesting.ingest import write_batch, write_prepared
 from harvesting.normalise import Normaliser, rules_of
+from harvesting.pipeline import HarvestPipeline, LiveRecord, PageJob
 from harvesting.records import NAMESPACES, Deleted, Harvested, Rejected, decode_record
 from harvesting.transport import BadResumptionToken, HarvestError, ListPage, OaiTransport
 from node.db import Database
@@ -104,13 +105,18 @@ class Harvester:
         hub_base_url: str,
         config: HarvestConfig | None = None,
         clock: Callable[[], float] = time.time,
+        pipeline: HarvestPipeline | None = None,
     ) -> None:
+        """``pipeline``: worker processes decoding the pages (None: decoded in this process)."""
         self.db = db
         self.transport = transport
         self.hub_base_url = hub_base_url
         self.config = config or HarvestConfig()
         self.clock = clock
+        self.pipeline = pipeline
         self._normaliser = Normaliser()
+        self._rules: dict[str, tuple[str, ...]] = {}
+        self._rules_key = 0
 
     def store(self, source: Source) -> SheetStore:
         return SheetStore(self.db, base_url=self.hub_base_url, source=source.key, hub=True, clock=self.clock)
@@ -177,7 +183,11 @@ class Harvester:
         stats = HarvestStats(source=source.key)
         state = await self.state(source)
         # The crosswalk is read once per run: a rule edited meanwhile applies from the next (full) run.
-        self._normaliser = Normaliser(await rules_of(self.db, source.key))
+        self._rules = await rules_of(self.db, source.key)
+        if self.pipeline is not None:
+            self._rules_key = self.pipeline.rules_key(source.key, self._rules)
+        else:
+            self._normaliser = Normaliser(self._rules)
         try:
             await self._run(source, state, stats)
         except HarvestError as error:
@@ -263,33 +273,45 @@ class Harvester:
     async def _commit_page(
         self, source: Source, state: dict[str, Any], page: ListPage, run_started: str, pages: int, stats: HarvestStats
     ) -> None:
-        latest: dict[str, Harvested | Deleted] = {}
-        rejected = 0
-        for element in page.records:
-            decoded = decode_record(element, source.prefix, partner_name=source.name or source.key)
-            if isinstance(decoded, Rejected):
-                rejected += 1
-                logger.warning(
-                    "harvest.record_rejected",
-                    extra={
-                        "event": "harvest.record_rejected",
-                        "source": source.key,
-                        "identifier": decoded.identifier,
-                        "reason": decoded.reason,
-                        "url": page.url,
-                    },
-                )
-                continue
-            latest.pop(decoded.identifier, None)  # a record listed twice in a page: the last one counts
-            latest[decoded.identifier] = decoded
-        live = [d for d in latest.values() if isinstance(d, Harvested)]
-        gone = [d for d in latest.values() if isinstance(d, Deleted)]
         store = self.store(source)
-        async with self.db.transaction() as tx:
-            before = await store.provenance_of(list(latest), conn=tx)
-            counts = await write_batch(
-                store, self._normaliser, [d.sheet for d in live], [d.identifier for d in gone], tx=tx
+        live: Sequence[Harvested | LiveRecord]
+        if self.pipeline is not None and page.records:
+            stamp = store.now()
+            decoded = await self.pipeline.decode(
+                page.body,
+                PageJob(
+                    source.key,
+                    source.prefix,
+                    source.name or source.key,
+                    self._rules_key,
+                    self._rules,
+                    stamp,
+                    page.url,
+                ),
             )
+            live, gone, rejections = decoded.live, decoded.gone, decoded.rejected
+        else:
+            live, gone, rejections = self._decode(source, page)
+        for rejection in rejections:
+            logger.warning(
+                "harvest.record_rejected",
+                extra={
+                    "event": "harvest.record_rejected",
+                    "source": source.key,
+                    "identifier": rejection.identifier,
+                    "reason": rejection.reason,
+                    "url": page.url,
+                },
+            )
+        async with self.db.transaction() as tx:
+            before = await store.provenance_of([*(d.identifier for d in live), *(d.identifier for d in gone)], conn=tx)
+            deletions = [d.identifier for d in gone]
+            if self.pipeline is not None and page.records:
+                prepared = [d for d in live if isinstance(d, LiveRecord)]
+                counts = await write_prepared(store, prepared, deletions, tx=tx, stamp=stamp)
+            else:
+                sheets = [d.sheet for d in live if isinstance(d, Harvested)]
+                counts = await write_batch(store, self._normaliser, sheets, deletions, tx=tx)
             await store.set_provenance(self._provenance(source, live, gone, before), tx=tx)
             await self._checkpoint(tx, state, page.token, run_started, pages)
         # Counted once the page is committed: a rolled-back page added nothing.
@@ -298,14 +320,30 @@ class Harvester:
         stats.updated += counts.updated
         stats.unchanged += counts.unchanged + counts.missing
         stats.deleted += counts.deleted
-        stats.rejected += rejected
+        stats.rejected += len(rejections)
         stats.places_resolved += counts.places_resolved
         stats.unmapped_tags += counts.unmapped
+
+    @staticmethod
+    def _decode(source: Source, page: ListPage) -> tuple[list[Harvested], list[Deleted], list[Rejected]]:
+        """The page's records in its order (a record listed twice in a page: the last one counts)."""
+        latest: dict[str, Harvested | Deleted] = {}
+        rejections: list[Rejected] = []
+        for element in page.records:
+            decoded = decode_record(element, source.prefix, partner_name=source.name or source.key)
+            if isinstance(decoded, Rejected):
+                rejections.append(decoded)
+                continue
+            latest.pop(decoded.identifier, None)
+            latest[decoded.identifier] = decoded
+        live = [d for d in latest.values() if isinstance(d, Harvested)]
+        gone = [d for d in latest.values() if isinstance(d, Deleted)]
+        return live, gone, rejections
 
     def _provenance(
         self,
         source: Source,
-        live: Sequence[Harvested],
+        live: Sequence[Harvested | LiveRecord],
         gone: Sequence[Deleted],
         before: dict[str, dict[str, Any]],
     ) -> dict[str, dict[str, Any]]:
@@ -318,7 +356,7 @@ class Harvester:
         now = _iso(self.clock())
         namespace = NAMESPACES.get(source.prefix, "")
         out: dict[str, dict[str, Any]] = {}
-        records: list[Harvested | Deleted] = [*live, *gone]
+        records: list[Harvested | LiveRecord | Deleted] = [*live, *gone]
         for record in records:
             old = before.get(record.identifier)
             deleted = isinstance(record, Deleted)
@@ -335,11 +373,11 @@ class Harvester:
                 "lastSeen": now,
                 "deleted": deleted,
             }
-            if isinstance(record, Harvested) and record.sheet.url:
-                data["originalURL"] = record.sheet.url  # the project's page on the partner's site
+            if not isinstance(record, Deleted) and record.url:
+                data["originalURL"] = record.url  # the project's page on the partner's site
             elif old and old.get("originalURL"):
                 data["originalURL"] = old["originalURL"]
-            if isinstance(record, Harvested) and record.original_id:
+            if not isinstance(record, Deleted) and record.original_id:
                 data["sheetId"] = record.original_id
             elif old and old.get("sheetId"):
                 data["sheetId"] = old["sheetId"]

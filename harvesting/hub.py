@@ -18,6 +18,7 @@ from typing import Any
 from yarl import URL
 
 from harvesting.harvester import HarvestConfig, Harvester, HarvestStats
+from harvesting.pipeline import HarvestPipeline
 from harvesting.sources import (
     FAILURE_RETRY,
     KINDS,
@@ -92,8 +93,12 @@ class Hub:
         config: HarvestConfig | None = None,
         count: Counter | None = None,
         clock: Callable[[], float] = time.time,
+        pipeline: HarvestPipeline | None = None,
     ) -> None:
+        """``pipeline``: worker processes decoding harvested pages for every OAI-PMH source (the
+        caller owns it and closes it); None decodes in this process."""
         self.db = db
+        self.pipeline = pipeline
         self.transport = transport
         self.hub_base_url = hub_base_url
         self.claim_ttl = claim_ttl
@@ -231,7 +236,14 @@ class Hub:
             crawler = Crawler(self.db, self.transport.client, hub_base_url=self.hub_base_url, clock=self.clock)
             return await crawler.harvest(row, on_progress=on_page)
         transport = _ObservedTransport(self.transport, str(row["key"]), on_page) if on_page else self.transport
-        harvester = Harvester(self.db, transport, hub_base_url=self.hub_base_url, config=self.config, clock=self.clock)
+        harvester = Harvester(
+            self.db,
+            transport,
+            hub_base_url=self.hub_base_url,
+            config=self.config,
+            clock=self.clock,
+            pipeline=self.pipeline,
+        )
         return await harvester.harvest(source_of(row))
 
     async def run_claimed(self, row: Mapping[str, Any], on_page: PageHook | None = None) -> HarvestStats:

@@ -14,15 +14,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from harvesting import duplicates
+from harvesting.duplicates import MatchKey
 from harvesting.normalise import Normaliser, record_unmapped
-from node.storage import SheetStore
+from node.storage import SheetStore, WriteResult
 from protocol.sheet import Sheet
 from protocol.taxonomy import fold
+
+if TYPE_CHECKING:
+    from harvesting.pipeline import LiveRecord
 
 
 @dataclass
@@ -53,18 +57,64 @@ async def write_batch(
     recorded here (file and crawl sources; the OAI-PMH harvester writes its own): original
     identifier and URL, first and last seen. Unchanged sheets keep theirs untouched.
     """
-    counts = BatchCounts()
     normalised = [normaliser.sheet(s) for s in sheets]
-    unmapped_of = {n.sheet.local_id: n.unmapped for n in normalised}
-    counts.places_resolved = sum(n.places_resolved for n in normalised)
-    changed: list[tuple[str, Sheet | None]] = []
     by_id = {n.sheet.local_id: n.sheet for n in normalised}
+    results = await store.upsert_many([n.sheet for n in normalised], tx=tx)
+    counts = await _after_upsert(
+        store,
+        results,
+        {n.sheet.local_id: n.unmapped for n in normalised},
+        by_id,
+        deletions,
+        tx=tx,
+    )
+    counts.places_resolved = sum(n.places_resolved for n in normalised)
+    if origin is not None:
+        await _provenance(store, origin, counts.statuses, by_id, tx)
+    return counts
+
+
+async def write_prepared(
+    store: SheetStore,
+    records: Sequence[LiveRecord],
+    deletions: Sequence[str],
+    *,
+    tx: BaseDBAsyncClient,
+    stamp: int,
+) -> BatchCounts:
+    """:func:`write_batch` of records a worker process decoded, normalised and prepared at ``stamp``
+    (:mod:`harvesting.pipeline`); the same rows come out."""
+    results = await store.upsert_prepared([r.prepared for r in records], tx=tx, stamp=stamp)
+    counts = await _after_upsert(
+        store,
+        results,
+        {r.identifier: r.unmapped for r in records},
+        {r.identifier: r.match for r in records},
+        deletions,
+        tx=tx,
+    )
+    counts.places_resolved = sum(r.places_resolved for r in records)
+    return counts
+
+
+async def _after_upsert(
+    store: SheetStore,
+    results: Sequence[WriteResult],
+    unmapped_of: Mapping[str, Sequence[str]],
+    keys: Mapping[str, Sheet | MatchKey | None],
+    deletions: Sequence[str],
+    *,
+    tx: BaseDBAsyncClient,
+) -> BatchCounts:
+    """Count the writes, delete, queue the unmapped tags of changed sheets, re-cluster duplicates."""
+    counts = BatchCounts()
+    changed: list[tuple[str, Sheet | MatchKey | None]] = []
     seen: dict[str, tuple[str, int, str]] = {}
-    for result in await store.upsert_many([n.sheet for n in normalised], tx=tx):
+    for result in results:
         setattr(counts, result.status, getattr(counts, result.status) + 1)
         counts.statuses[result.local_id] = result.status
         if result.status in ("created", "updated"):
-            changed.append((result.uri, by_id[result.local_id]))
+            changed.append((result.uri, keys[result.local_id]))
             for tag in unmapped_of.get(result.local_id, ()):
                 key = fold(tag)
                 spelling, n, _ = seen.get(key, (tag, 0, ""))
@@ -74,8 +124,6 @@ async def write_batch(
         counts.statuses[result.local_id] = result.status
         if result.status == "deleted":
             changed.append((result.uri, None))
-    if origin is not None:
-        await _provenance(store, origin, counts.statuses, by_id, tx)
     if seen:
         await record_unmapped(store.db, store.source, seen, now=int(time.time()), tx=tx)
         counts.unmapped = sum(n for _, n, _ in seen.values())

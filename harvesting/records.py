@@ -38,6 +38,11 @@ class Harvested:
     sheet: Sheet
     original_id: str | None  # the sheet URI on the source, when it has one
 
+    @property
+    def url(self) -> str | None:
+        """The project's page on the partner's site."""
+        return self.sheet.url
+
 
 @dataclass(frozen=True, slots=True)
 class Deleted:

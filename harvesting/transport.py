@@ -21,7 +21,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from lxml import etree
@@ -147,6 +147,7 @@ class ListPage:
     token: str | None
     complete_size: int | None = None
     cursor: int | None = None
+    body: bytes = b""  # the page as fetched (what a harvest worker process decodes again)
 
 
 def _parser() -> etree.XMLParser:
@@ -182,10 +183,9 @@ def parse_oai(body: bytes, *, url: str = "", content_type: str | None = None) ->
         if local == "html":
             raise MalformedResponse("an HTML page, not an OAI-PMH response", url=url, reason="html")
         raise MalformedResponse(f"root element is {root.tag!r}, not OAI-PMH", url=url, reason="not-oai")
-    for node in root.iter():
-        if not isinstance(node.tag, str) and not isinstance(node, (etree._Comment, etree._ProcessingInstruction)):
-            # An entity reference left unresolved: the document relied on a DTD.
-            raise MalformedResponse("unresolved entity reference", url=url, reason="entity")
+    if next(root.iter(etree.Entity), None) is not None:  # the walk runs in libxml2, not in Python
+        # An entity reference left unresolved: the document relied on a DTD.
+        raise MalformedResponse("unresolved entity reference", url=url, reason="entity")
     errors = root.findall(qn(OAI, "error"))
     codes = [(str(e.get("code", "")), (e.text or "").strip()) for e in errors]
     for code, message in codes:
@@ -277,6 +277,10 @@ class OaiTransport:
 
     async def fetch(self, base_url: str, arguments: Mapping[str, str]) -> tuple[str, etree._Element]:
         """GET one request; returns (url, checked root element)."""
+        url, _, root = await self._fetch(base_url, arguments)
+        return url, root
+
+    async def _fetch(self, base_url: str, arguments: Mapping[str, str]) -> tuple[str, bytes, etree._Element]:
         url = self.request_url(base_url, arguments)
         response = await self._get(url)
         ctype = response.headers.get("Content-Type", "")
@@ -287,11 +291,11 @@ class OaiTransport:
             )
         if mime not in _XML_TYPES and not mime.endswith("+xml"):
             raise MalformedResponse(f"content type {ctype!r} is not XML", url=url, reason="content-type")
-        return url, parse_oai(response.body, url=url, content_type=ctype)
+        return url, response.body, parse_oai(response.body, url=url, content_type=ctype)
 
     async def list_records(self, base_url: str, arguments: Mapping[str, str]) -> ListPage:
-        url, root = await self.fetch(base_url, {"verb": "ListRecords", **arguments})
-        return list_page(root, url)
+        url, body, root = await self._fetch(base_url, {"verb": "ListRecords", **arguments})
+        return replace(list_page(root, url), body=body)
 
     async def _get(self, url: str) -> OutboundResponse:
         attempts = self.config.max_retries + 1

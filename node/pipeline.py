@@ -115,27 +115,27 @@ class ItemResult:
     prepared: Prepared | None  # the write, with the sheet only as its stored JSON
 
 
-class _Lookup:
-    """Content hashes of live rows, as committed before the import began (a read-only connection).
+class StoredHashes:
+    """Content hashes of live rows as committed, read by a worker process (a read-only connection).
 
     Only a hint: the writer checks every write against the row it reads in its own transaction,
     and any failure here means no hint (every sheet is rendered).
     """
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, sqlite_path: str | None, postgres_url: str | None) -> None:
         self.sqlite: sqlite3.Connection | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pg: Any = None
         try:
-            if spec.sqlite_path is not None:
+            if sqlite_path is not None:
                 self.sqlite = sqlite3.connect(
-                    Path(spec.sqlite_path).as_uri() + "?mode=ro", uri=True, check_same_thread=False
+                    Path(sqlite_path).as_uri() + "?mode=ro", uri=True, check_same_thread=False
                 )
-            elif spec.postgres_url is not None:
+            elif postgres_url is not None:
                 import asyncpg
 
                 self.loop = asyncio.new_event_loop()
-                self.pg = self.loop.run_until_complete(asyncpg.connect(spec.postgres_url))
+                self.pg = self.loop.run_until_complete(asyncpg.connect(postgres_url))
         except Exception:  # no hint, as documented
             self.sqlite = self.pg = None
 
@@ -149,7 +149,7 @@ class _Lookup:
             self.loop.close()
         self.sqlite = self.pg = self.loop = None
 
-    def hashes(self, source: str, local_ids: list[str]) -> dict[str, str]:
+    def of(self, source: str, local_ids: list[str]) -> dict[str, str]:
         if not local_ids:
             return {}
         try:
@@ -181,7 +181,7 @@ class _Worker:
     importer: Importer
     store: SheetStore
     hub: bool
-    lookup: _Lookup
+    lookup: StoredHashes
 
 
 _worker: _Worker | None = None
@@ -203,7 +203,7 @@ def _init(spec_bytes: bytes) -> None:
         crosswalk=Crosswalk(partner=spec.partner.name, rules=spec.crosswalk_rules),
         taxonomy=spec.taxonomy,
     )
-    _worker = _Worker(importer, store, spec.hub, _Lookup(spec))
+    _worker = _Worker(importer, store, spec.hub, StoredHashes(spec.sqlite_path, spec.postgres_url))
 
 
 def _work(lines: list[tuple[int, str]], stamp: int, file: str) -> list[ItemResult]:
@@ -237,7 +237,7 @@ def _work(lines: list[tuple[int, str]], stamp: int, file: str) -> list[ItemResul
             )
         )
         sheets.append(sheet)
-    stored = worker.lookup.hashes(worker.store.source, [s.local_id for s in sheets if s is not None])
+    stored = worker.lookup.of(worker.store.source, [s.local_id for s in sheets if s is not None])
     for result, sheet in zip(out, sheets, strict=True):
         if sheet is not None:
             uri = worker.store.make_uri(sheet.local_id)
@@ -376,4 +376,4 @@ def _merge(report: ImportReport, item: ItemResult) -> None:
         report.unknown_codes[code] = report.unknown_codes.get(code, 0) + n
 
 
-__all__ = ["MIN_BYTES", "Pipeline", "json_lines", "spec_of"]
+__all__ = ["MIN_BYTES", "Pipeline", "StoredHashes", "json_lines", "spec_of"]

@@ -30,18 +30,44 @@ from protocol.taxonomy import fold
 BATCH = 500
 
 
-@dataclass(frozen=True, slots=True)
 class Change:
-    """One effective change, handed to listeners inside the writing transaction."""
+    """One effective change, handed to listeners inside the writing transaction.
 
-    kind: str  # "create" | "update" | "delete"
-    pk: int
-    uri: str
-    local_id: str
-    stamp: int
-    sheet: Sheet | None  # None for a deletion
-    write: _Write | None = None  # what storage computed for it (encoded dict, hash, set specs)
-    source: str = ""  # the writing store's source ("" on a node: its own sheets)
+    ``sheet`` (None for a deletion) is the sheet as written. A write prepared in a worker
+    process carries it only as its stored JSON: it is decoded the first time a listener
+    reads it, so listeners that need only the row (the search and feed queues) cost nothing.
+    """
+
+    __slots__ = ("_sheet", "kind", "local_id", "pk", "source", "stamp", "uri", "write")
+
+    def __init__(
+        self,
+        kind: str,  # "create" | "update" | "delete"
+        pk: int,
+        uri: str,
+        local_id: str,
+        stamp: int,
+        sheet: Sheet | Callable[[], Sheet] | None,
+        write: _Write | None = None,  # what storage computed for it (encoded dict, hash, set specs)
+        source: str = "",  # the writing store's source ("" on a node: its own sheets)
+    ) -> None:
+        self.kind = kind
+        self.pk = pk
+        self.uri = uri
+        self.local_id = local_id
+        self.stamp = stamp
+        self._sheet = sheet
+        self.write = write
+        self.source = source
+
+    @property
+    def sheet(self) -> Sheet | None:
+        if callable(self._sheet):
+            self._sheet = self._sheet()
+        return self._sheet
+
+    def __repr__(self) -> str:
+        return f"Change({self.kind!r}, pk={self.pk}, uri={self.uri!r}, source={self.source!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +242,13 @@ class _Row:
             return self.write.sheet
         assert self.prepared is not None
         return self.prepared.dated()
+
+    def lazy_dated(self) -> Sheet | Callable[[], Sheet]:
+        """The sheet, or for a prepared write the function decoding it (see :class:`Change`)."""
+        if self.write is not None:
+            return self.write.sheet
+        assert self.prepared is not None
+        return self.prepared.dated
 
     def rendered(self) -> dict[str, str]:
         if self.formats is None:
@@ -403,7 +436,9 @@ class SheetStore:
         await self._write_derived(rows, tx, stamp, stale=[(r.pk,) for r in updates])
         listeners = (*self.listeners, *self.db.sheet_listeners)
         if listeners:
-            changes = [Change(r.kind, r.pk, r.uri, r.local_id, stamp, r.dated(), r.write, self.source) for r in rows]
+            changes = [
+                Change(r.kind, r.pk, r.uri, r.local_id, stamp, r.lazy_dated(), r.write, self.source) for r in rows
+            ]
             for listener in listeners:
                 await listener(tx, changes)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import aiohttp
 import pytest
 
 from harvesting.harvester import HarvestConfig, Harvester, Source
+from harvesting.pipeline import HarvestPipeline, spec_of
 from harvesting.transport import OaiTransport, TransportConfig
 from node.db import Database
 from node.outbound import OutboundClient, OutboundConfig
@@ -112,12 +115,20 @@ async def harvester_for(
     *ports: int,
     transport: TransportConfig | None = None,
     config: HarvestConfig | None = None,
+    processes: int = 0,
+    clock: Callable[[], float] | None = None,
     **outbound: Any,
 ) -> AsyncIterator[Harvester]:
-    """A hub harvester whose outbound client may reach only the given loopback ports."""
-    async with OutboundClient(outbound_config(*ports, **outbound)) as client:
-        oai = OaiTransport(client, transport or TransportConfig(max_retries=2, retry_after_cap=0.2))
-        yield Harvester(db, oai, hub_base_url=HUB_URL, config=config)
+    """A hub harvester whose outbound client may reach only the given loopback ports; with
+    ``processes``, its pages are decoded by that many worker processes (harvesting.pipeline)."""
+    pipeline = HarvestPipeline(spec_of(db, HUB_URL), processes) if processes else None
+    try:
+        async with OutboundClient(outbound_config(*ports, **outbound)) as client:
+            oai = OaiTransport(client, transport or TransportConfig(max_retries=2, retry_after_cap=0.2))
+            yield Harvester(db, oai, hub_base_url=HUB_URL, config=config, pipeline=pipeline, clock=clock or time.time)
+    finally:
+        if pipeline is not None:
+            await asyncio.to_thread(pipeline.close)
 
 
 def node_source(node: NodeProcess, prefix: str = "essaim") -> Source:

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from node.db import Database
 from node.storage import SheetStore
+from protocol.sheet import TagMapping
 from tests.oai_support import make_config, make_sheet, oai_app
 
 PAGE_SIZE = 7
@@ -66,7 +67,10 @@ async def main(directory: str) -> None:
 
     async def update(request: web.Request) -> web.Response:
         n = int(request.query["n"])
-        result = await store.upsert(replace(make_sheet(n), title=request.query["title"]))
+        sheet = replace(make_sheet(n), title=request.query["title"])
+        if "tags" in request.query:  # the partner's raw tags, mapped by nothing
+            sheet = replace(sheet, tags=tuple(TagMapping(tag=t) for t in request.query["tags"].split(",")))
+        result = await store.upsert(sheet)
         return web.json_response({"status": result.status})
 
     async def delete(request: web.Request) -> web.Response:

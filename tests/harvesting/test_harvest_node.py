@@ -74,9 +74,10 @@ async def seeded(node: NodeProcess) -> NodeProcess:
     return node
 
 
-async def test_full_then_incremental_harvest(seeded: NodeProcess, hub_db: Database) -> None:
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-process", "worker-processes"])
+async def test_full_then_incremental_harvest(seeded: NodeProcess, hub_db: Database, processes: int) -> None:
     node, source = seeded, node_source(seeded)
-    async with harvester_for(hub_db, node.port) as harvester:
+    async with harvester_for(hub_db, node.port, processes=processes) as harvester:
         first = await harvester.harvest(source)
         assert first.ok, first.errors
         assert (first.pages, first.added, first.updated, first.deleted, first.rejected) == (PAGES, COUNT - 1, 0, 0, 0)
@@ -89,6 +90,8 @@ async def test_full_then_incremental_harvest(seeded: NodeProcess, hub_db: Databa
         # Provenance: where each sheet came from, in the shape the hub's OAI endpoint re-exports.
         rows = await hub_rows(hub_db, source)
         prov = json.loads(rows["oai:noeud.essaim.test:projet-3"]["provenance"])
+        # Pages are stamped as they are written: projet-7's page may be a second after projet-3's.
+        seen7 = json.loads(rows["oai:noeud.essaim.test:projet-7"]["provenance"])["firstSeen"]
         assert prov["baseURL"] == node.oai_url
         assert prov["identifier"] == "oai:noeud.essaim.test:projet-3"
         assert prov["metadataNamespace"] == "https://essaim.org/ns/sheet/1.0"
@@ -120,7 +123,7 @@ async def test_full_then_incremental_harvest(seeded: NodeProcess, hub_db: Databa
         await assert_same_as_node(node, hub_db, source)
         rows = await hub_rows(hub_db, source)
         prov7 = json.loads(rows["oai:noeud.essaim.test:projet-7"]["provenance"])
-        assert prov7["deleted"] is True and prov7["firstSeen"] == prov["firstSeen"]
+        assert prov7["deleted"] is True and prov7["firstSeen"] == seen7
         # A sheet that reappears on the node comes back under the same hub URI.
         uri = rows["oai:noeud.essaim.test:projet-7"]["uri"]
         assert (await node.ctl("update", n=7, title="De retour"))["status"] == "created"
@@ -175,3 +178,43 @@ async def test_oai_dc_records_are_mapped(seeded: NodeProcess, sqlite_hub: Databa
     row = (await hub_rows(sqlite_hub, source))["oai:noeud.essaim.test:projet-2"]
     prov = json.loads(row["provenance"])
     assert prov["altered"] is True and prov["metadataNamespace"] == "http://www.openarchives.org/OAI/2.0/oai_dc/"
+
+
+HUB_TABLES = {
+    "sheet": "SELECT uri, source, local_id, stamp, deleted, content_hash, title, data, sets, provenance FROM sheet",
+    "sheet_set": "SELECT s.uri, t.spec, t.stamp FROM sheet_set t JOIN sheet s ON s.pk_id = t.sheet_pk",
+    "sheet_format": "SELECT s.uri, f.prefix, f.xml FROM sheet_format f JOIN sheet s ON s.pk_id = f.sheet_pk",
+    "hub_sheet_match": "SELECT uri, source, block, title_key, cluster FROM hub_sheet_match",
+    "hub_unmapped_tag": "SELECT source, tag_key, tag, occurrences, example FROM hub_unmapped_tag",
+}
+
+
+async def hub_tables(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    out = {}
+    for name, sql in HUB_TABLES.items():
+        out[name] = sorted(tuple(str(v) for v in row.values()) for row in await db.fetch(sql))
+    return out
+
+
+@pytest.mark.parametrize("prefix", ["essaim", "oai_dc"])
+async def test_worker_processes_write_the_same_rows(seeded: NodeProcess, sqlite_hub: Database, prefix: str) -> None:
+    """Pages decoded by worker processes leave the hub's tables byte for byte as in-process decoding
+    does: sheets, sets, pre-rendered formats, provenance, duplicate keys, unmapped tags."""
+    node, db = seeded, sqlite_hub
+    source = node_source(node, prefix)
+    await node.ctl("update", n=3, title="Projet n°3", tags="étiquette inconnue")
+    await next_second()
+    tables = []
+    for processes in (0, 2):
+        for table in ("sheet_set", "sheet_format", "sheet", "hub_sheet_match", "hub_unmapped_tag", "harvest_state"):
+            await db.execute(f"DELETE FROM {table}")  # the same harvest again, from nothing
+        async with harvester_for(db, node.port, processes=processes, clock=lambda: 1_800_000_000.0) as harvester:
+            stats = await harvester.harvest(source)
+            assert stats.ok and stats.added == COUNT - 1 and stats.pages == PAGES, stats.errors
+            assert stats.unmapped_tags > 0
+            again = await harvester.harvest(source)  # nothing changed: nothing written, either way
+            assert again.ok and (again.added, again.updated, again.deleted) == (0, 0, 0)
+        tables.append(await hub_tables(db))
+    assert tables[0]["sheet"] and tables[0]["sheet_format"] and tables[0]["hub_unmapped_tag"]
+    for name in HUB_TABLES:
+        assert tables[1][name] == tables[0][name], name

@@ -200,12 +200,13 @@ async def test_a_worker_reads_the_committed_hashes(
         spec = pipeline.spec_of(importer)
         assert spec is not None
         # As in a worker process: out of any running event loop (the PostgreSQL lookup runs its own).
-        lookup = await asyncio.to_thread(pipeline._Lookup, pickle.loads(spec))
+        worker_spec = pickle.loads(spec)
+        lookup = await asyncio.to_thread(pipeline.StoredHashes, worker_spec.sqlite_path, worker_spec.postgres_url)
         rows = await db.fetch("SELECT local_id, content_hash FROM sheet WHERE deleted = ?", [False])
         ids = [str(r["local_id"]) for r in rows]
         assert ids and "main-verte-rennes" not in ids
-        assert await asyncio.to_thread(lookup.hashes, "", [*ids, "main-verte-rennes", "absent"]) == {
+        assert await asyncio.to_thread(lookup.of, "", [*ids, "main-verte-rennes", "absent"]) == {
             str(r["local_id"]): str(r["content_hash"]) for r in rows
         }
-        assert await asyncio.to_thread(lookup.hashes, "another-source", ids) == {}
+        assert await asyncio.to_thread(lookup.of, "another-source", ids) == {}
         await asyncio.to_thread(lookup.close)
