@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,6 +70,42 @@ def test_duplicate_key_and_similarity() -> None:
     assert duplicates.similar(ka.title_key, kb.title_key)
     assert not duplicates.similar(ka.title_key, "ressourcerie solidaire")
     assert duplicates.match_key(sheet(places=(Place(commune="Rennes"),))) is None  # no holder: never clustered
+
+
+def clusters_by_rows(rows: list[dict[str, str]]) -> dict[str, str | None]:
+    """The definition, pair of rows by pair of rows: linked when of two sources and similar titles."""
+    groups = [{i} for i in range(len(rows))]
+    for i, a in enumerate(rows):
+        for j in range(i + 1, len(rows)):
+            b = rows[j]
+            if a["source"] != b["source"] and duplicates.similar(*sorted((a["title_key"], b["title_key"]))):
+                gi = next(g for g in groups if i in g)
+                gj = next(g for g in groups if j in g)
+                if gi is not gj:
+                    gi |= gj
+                    groups.remove(gj)
+    out: dict[str, str | None] = {}
+    for group in groups:
+        uris = [rows[i]["uri"] for i in group]
+        many = len({rows[i]["source"] for i in group}) > 1
+        out.update(dict.fromkeys(uris, duplicates.cluster_id(uris) if many else None))
+    return out
+
+
+def test_duplicate_components_match_the_pairwise_definition() -> None:
+    """Blocks are clustered over (title, source) nodes: the same clusters as comparing every pair of rows."""
+    words = "jardin partage velo atelier reparation cafe ecole quartier solidaire".split()
+    draw = random.Random(7)
+    for _ in range(500):
+        rows = [
+            {
+                "uri": f"https://hub.test/sheets/{k}",
+                "source": draw.choice("abc"),
+                "title_key": " ".join(draw.sample(words, draw.randint(1, 4))),
+            }
+            for k in range(draw.randint(1, 30))
+        ]
+        assert duplicates.components(rows) == clusters_by_rows(rows)
 
 
 @pytest.fixture
