@@ -91,15 +91,20 @@ def cluster_id(uris: Sequence[str]) -> str:
     return "dup-" + hashlib.sha256(min(uris).encode("utf-8")).hexdigest()[:16]
 
 
+def _root(parent: list[int], i: int) -> int:
+    """Union-find: the representative of ``i`` (halving the path on the way)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
 def components(rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
     """uri → cluster id (None for a sheet alone) for the rows of one block; links only across sources."""
     parent = list(range(len(rows)))
 
     def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+        return _root(parent, i)
 
     if len(rows) <= MAX_BLOCK:
         # Rows of one source with the same folded title link to exactly the same rows, so they
@@ -111,10 +116,7 @@ def components(rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
         up = list(range(len(keys)))
 
         def root(i: int) -> int:
-            while up[i] != i:
-                up[i] = up[up[i]]
-                i = up[i]
-            return i
+            return _root(up, i)
 
         for i, (a, source_a) in enumerate(keys):
             for j in range(i + 1, len(keys)):
