@@ -45,6 +45,8 @@ def search_config(settings: Settings, **overrides: Any) -> SearchConfig:
         "timeout": conf.timeout,
         "wide_zoom": conf.wide_zoom,
         "cache_stale": conf.cache_stale,
+        "counts_cache": conf.counts_cache,
+        "counts_stale": conf.counts_stale,
         "search_key_ttl": conf.search_key_ttl,
         "clusters": clusters_of,  # the hub's duplicate detection (harvesting/duplicates.py)
         "indexer_config": IndexerConfig(

@@ -109,6 +109,8 @@ class SearchSettings:
     timeout: float = 5.0  # seconds per search request to Typesense
     wide_zoom: int = 7  # map views at or below this zoom are served from the per-generation cache
     cache_stale: float = 300.0  # seconds a wide-view cache entry may be served while it is being refreshed
+    counts_cache: int = 4096  # facet counts kept (one facet of one search each); 0: every search counts its facets
+    counts_stale: float = 2.0  # seconds facet counts may lag the index once it has changed
     search_key_ttl: int = 30 * 86_400  # default lifetime (seconds) of a minted scoped search key
 
 

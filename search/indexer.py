@@ -44,6 +44,10 @@ log = logging.getLogger("essaim.search.indexer")
 
 CHUNK = 500  # ids per SQL statement (SQLite allows 32766 parameters)
 BUILDING_KEY = "building"  # index_state key: the collection a reindex is filling
+# index_state key: changes with every batch applied, so that the hub processes that do not index
+# themselves ([search] indexer = false) see the index move: their cached counts, home-page figures and
+# wide map views were kept for their first generation until evicted.
+GENERATION_KEY = "generation"
 RECENT_WINDOW = 30.0  # seconds of acknowledged sheets sent again after a server restart or outage
 
 # uri -> duplicate-cluster id; the hub's duplicate detection provides it (optional, sync or async).
@@ -549,6 +553,8 @@ class IndexWorker:
                 extra={"event": "index.refused", "documents": len(errors), "given_up": given_up, "first": first},
             )
         acked = set(good)
+        if good:
+            await set_state(self.db, GENERATION_KEY, str(time.time_ns()))
         self._remember(int(r["sheet_pk"]) for r in rows if int(r["id"]) in acked)
         self.indexed += len(docs) - len(refused)
         self.deleted += len(deletes)

@@ -28,7 +28,16 @@ from node.context import NODE
 from node.db import Database
 from search.client import SearchClient, generate_scoped_search_key
 from search.errors import SearchError, ServerError
-from search.indexer import ClusterLookup, IndexerConfig, IndexQueue, IndexWorker, get_state, install_queue, set_state
+from search.indexer import (
+    GENERATION_KEY,
+    ClusterLookup,
+    IndexerConfig,
+    IndexQueue,
+    IndexWorker,
+    get_state,
+    install_queue,
+    set_state,
+)
 from search.maintenance import ensure_collection, reconcile
 from search.schema import ALIAS
 from search.server import EmbeddedTypesense, TypesenseNodes
@@ -50,6 +59,8 @@ class SearchConfig:
     timeout: float = 5.0
     wide_zoom: int = 7
     cache_stale: float = 300.0
+    counts_cache: int = 4096
+    counts_stale: float = 2.0
     search_key_ttl: int = 30 * 86_400
     indexer_config: IndexerConfig = field(default_factory=IndexerConfig)
     clusters: ClusterLookup | None = None  # uri -> duplicate cluster (the hub's duplicate detection)
@@ -85,7 +96,13 @@ class SearchRuntime:
             self.server = EmbeddedTypesense(conf.data_dir, port=conf.port or None, restart_backoff=conf.restart_backoff)
             await self.server.start(ready_within=conf.ready_within)
         self.client = SearchClient(self.nodes, timeout=conf.timeout)
-        self.service = SearchService(self.client, wide_zoom=conf.wide_zoom, cache_stale=conf.cache_stale)
+        self.service = SearchService(
+            self.client,
+            wide_zoom=conf.wide_zoom,
+            cache_stale=conf.cache_stale,
+            counts_size=conf.counts_cache,
+            counts_stale=conf.counts_stale,
+        )
         loaded = True
         if self.server is not None:
             loaded = await self._wait_loaded(expected)
@@ -148,8 +165,14 @@ class SearchRuntime:
         """Every few seconds: the alias target and document count (readiness after a restart, metrics)."""
         assert self.client is not None and self.service is not None
         collection: str | None = None
+        generation = await get_state(self.db, GENERATION_KEY)
         while True:
             try:
+                # Batches applied by any hub process's worker (another process's too: [search] indexer = false).
+                applied = await get_state(self.db, GENERATION_KEY)
+                if applied != generation:
+                    generation = applied
+                    self.service.changed()
                 if self.server is not None and self.server.take_restart():
                     self.service.ready = False
                     log.warning("search.restarted", extra={"event": "search.restarted", "pid": self.server.pid})
@@ -242,6 +265,12 @@ class SearchRuntime:
             "# HELP essaim_index_generation Index changes applied by this process (cache generation).",
             "# TYPE essaim_index_generation gauge",
             f"essaim_index_generation {self.service.generation if self.service else 0}",
+            "# HELP essaim_search_counts_cache_hits_total Facet counts a search read from the counts cache.",
+            "# TYPE essaim_search_counts_cache_hits_total counter",
+            f"essaim_search_counts_cache_hits_total {self.service.counts_hits if self.service else 0}",
+            "# HELP essaim_search_counts_cache_misses_total Facet counts a search had Typesense count.",
+            "# TYPE essaim_search_counts_cache_misses_total counter",
+            f"essaim_search_counts_cache_misses_total {self.service.counts_misses if self.service else 0}",
         ]
         if documents is not None:
             lines += [

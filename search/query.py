@@ -13,8 +13,9 @@ typo tolerance, since French stems are mostly prefixes of their words.
 from __future__ import annotations
 
 import html
+import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -230,8 +231,36 @@ class SearchQuery:
             params["filter_by"] = filter_by
         return params
 
-    def searches(self, collection: str = ALIAS) -> list[dict[str, Any]]:
-        """The main search followed by one facet-count search per active facet."""
+    def counts_key(self, name: str) -> str:
+        """What the counts of facet ``name`` depend on: the text and every constraint but ``name``'s own.
+
+        Not the sort or the page, and not the facet's own chosen values (its counts are
+        disjunctive): choosing « Santé » on the home page reads the theme counts the home
+        page itself counted.
+        """
+        return json.dumps(
+            [
+                name,
+                self.max_facet_values,
+                self.q,
+                sorted((k, sorted(v)) for k, v in self.filters.items() if v and k != name),
+                self.created_from,
+                self.created_to,
+                self.near,
+                self.polygon,
+                self.bbox and [self.bbox.south, self.bbox.west, self.bbox.north, self.bbox.east],
+            ],
+            ensure_ascii=False,
+        )
+
+    def searches(self, collection: str = ALIAS, counted: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """The main search followed by one facet-count search per active facet.
+
+        ``counted`` limits the counting to those facets (the caller knows the others'
+        counts already); by default every facet of the query is counted.
+        """
+        counting = [n for n in self.facets if counted is None or n in counted]
+        active = [n for n in self.active_facets if n in counting]
         main = {
             "collection": collection,
             **self.base_params(),
@@ -245,12 +274,12 @@ class SearchQuery:
             "exclude_fields": HIDDEN_FIELDS,
         }
         # An active facet's counts come from its own search below: the main search need not count it.
-        counted = [name for name in self.facets if name not in self.active_facets]
-        if counted:
-            main["facet_by"] = ",".join(counted)
+        in_main = [name for name in counting if name not in self.active_facets]
+        if in_main:
+            main["facet_by"] = ",".join(in_main)
             main["max_facet_values"] = self.max_facet_values
         out = [main]
-        for name in self.active_facets:
+        for name in active:
             side = {
                 "collection": collection,
                 **self.base_params(),
@@ -265,13 +294,37 @@ class SearchQuery:
             out.append(side)
         return out
 
-    def result(self, responses: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        main = responses[0]
-        facets = {fc["field_name"]: _counts(fc) for fc in main.get("facet_counts", [])}
-        for name, response in zip(self.active_facets, responses[1:], strict=True):
+    def counts(
+        self, responses: Sequence[Mapping[str, Any]], counted: Collection[str] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The facet counts in the answers to :meth:`searches` (same ``counted``), as Typesense gave them."""
+        counting = [n for n in self.facets if counted is None or n in counted]
+        active = [n for n in self.active_facets if n in counting]
+        facets = {fc["field_name"]: _counts(fc) for fc in responses[0].get("facet_counts", [])}
+        for name, response in zip(active, responses[1:], strict=True):
             for fc in response.get("facet_counts", []):
                 if fc["field_name"] == name:
                     facets[name] = _counts(fc)
+        for name in counting:
+            facets.setdefault(name, [])
+        return facets
+
+    def result(
+        self,
+        responses: Sequence[Mapping[str, Any]],
+        counted: Collection[str] | None = None,
+        known: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    ) -> dict[str, Any]:
+        """The API's result of the answers to :meth:`searches` (same ``counted``).
+
+        ``known`` holds the counts of the facets that were not counted (copied, never changed).
+        """
+        main = responses[0]
+        facets = self.counts(responses, counted)
+        for name, values in (known or {}).items():
+            facets[name] = [{"value": c["value"], "count": c["count"]} for c in values]
+        facets = {name: facets[name] for name in self.facets if name in facets}
+        for name in self.active_facets:
             # A chosen value stays visible (with its count) even when it is not in the top values.
             present = {c["value"] for c in facets.get(name, [])}
             facets.setdefault(name, []).extend(

@@ -17,7 +17,8 @@ from essaim.settings import Settings, load_settings
 from search.lifecycle import SEARCH_RUNTIME, SearchRuntime
 
 # Fast retries so the tests see the worker recover in seconds.
-FAST_SEARCH = {"poll": 0.2, "retry_base": 0.2, "retry_max": 1.0, "ready_within": 30.0, "lease": 30}
+# counts_stale 0: the facet counts a test reads right after a write are those of the index it wrote.
+FAST_SEARCH = {"poll": 0.2, "retry_base": 0.2, "retry_max": 1.0, "ready_within": 30.0, "lease": 30, "counts_stale": 0.0}
 
 
 def hub_settings(data_dir: Path, **search: Any) -> Settings:

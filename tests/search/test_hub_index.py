@@ -15,6 +15,7 @@ from node.context import NODE
 from protocol.sheet import Partner, Place
 from search.indexer import IndexerConfig, IndexQueue, IndexWorker
 from search.maintenance import reconcile, reindex
+from search.query import SearchQuery
 from tests.oai_support import make_sheet
 from tests.search.hub_support import eventually, found, hub_client, hub_settings, runtime
 
@@ -269,3 +270,34 @@ async def test_duplicate_clusters_reach_the_index(tmp_path) -> None:
         (cluster,) = set(clusters.values())
         # noeud-a's document was indexed before the cluster existed: the touch re-queued it.
         await eventually(lambda: _is(found(client, q="ressourcerie", duplicate_cluster=cluster), 2), within=5.0)
+
+
+async def test_a_hub_process_that_does_not_index_sees_the_index_move(tmp_path) -> None:
+    """Its facet counts follow the batches another process's worker applies (the generation in the database)."""
+    async with hub_client(hub_settings(tmp_path / "a")) as indexing:
+        rt = runtime(indexing)
+        nodes = rt.nodes
+        settings = hub_settings(
+            tmp_path / "b", urls=list(nodes.urls), api_key=nodes.api_key, indexer=False, counts_stale=0.0
+        )
+        settings.database_url = f"sqlite:///{tmp_path / 'a' / 'essaim.sqlite3'}"
+        store = indexing.server.app[NODE].store
+        await store.upsert(sheet(1, themes=("ENV",), subthemes=()))
+        await eventually(lambda: _is(found(indexing, q="projet"), 1), within=5)
+        async with hub_client(settings) as serving:
+
+            async def env_count() -> int:
+                body = await (await serving.get("/api/search", params={"per_page": "0"})).json()
+                return next((c["count"] for c in body["facets"].get("themes", []) if c["value"] == "ENV"), 0)
+
+            assert await env_count() == 1
+            assert await env_count() == 1  # read from the counts cache
+            await store.upsert(sheet(2, themes=("ENV",), subthemes=()))
+            await eventually(lambda: _is(env_count(), 2), within=10)
+            metrics = await (await serving.get("/metrics")).text()
+            (hits,) = [
+                int(line.split()[1])
+                for line in metrics.splitlines()
+                if line.startswith("essaim_search_counts_cache_hits_total ")
+            ]
+            assert hits >= len(SearchQuery().facets)

@@ -126,6 +126,7 @@ async def hub(fediverse: Fediverse, tmp_path_factory: pytest.TempPathFactory) ->
     settings.hub.scheduler = False
     settings.federation.enabled = False
     settings.outbound.allow = [fediverse.host]
+    settings.search.counts_stale = 0.0  # the pages' counts are those of the index the fixture filled
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
