@@ -70,7 +70,7 @@ XML_CONTENT_TYPE = "text/xml"
 _COLUMNS = "s.pk_id, s.source, s.local_id, s.stamp, s.deleted, s.sets, s.provenance"
 
 
-Fetched = tuple[list[Record], str | None]  # up to page_size + 1 records, and the page's records as text
+Fetched = tuple[list[Record], bytes | None]  # up to page_size + 1 records, and the page's records as XML
 
 
 class ReadAhead:
@@ -154,6 +154,8 @@ class OaiExecutor:
         self.read_ahead = read_ahead if read_ahead is not None else ReadAhead()
         self.read_ahead.watch(db)
         self.repo_id = config.repo_id  # a property parsing the base URL: read once, not per record
+        # The fragments are read as the UTF-8 bytes the database holds: the page joins them as they come.
+        self._xml = "convert_to(f.xml, 'UTF8')" if db.dialect == "postgres" else "CAST(f.xml AS BLOB)"
         self._table: Mapping[type, Callable[[Any, int], Awaitable[OaiResult]]] = {
             Identify: self.identify,
             ListMetadataFormats: self.list_metadata_formats,
@@ -177,14 +179,15 @@ class OaiExecutor:
             deleted=deleted,
         )
         provenance = json.loads(row["provenance"]) if row.get("provenance") else None
-        metadata = str(row["xml"]) if with_metadata and not deleted and row.get("xml") else None
+        xml = row.get("xml") if with_metadata and not deleted else None
+        metadata = (xml.encode("utf-8") if isinstance(xml, str) else bytes(xml)) if xml else None
         return Record(header, metadata, provenance, key=(stamp, int(row["pk_id"])))
 
     async def _row_by_identifier(self, identifier: str, prefix: str | None) -> dict[str, Any]:
         parsed = parse_identifier(self.config.repo_id, identifier)
         if parsed is None:
             raise OaiError(ErrorCode.ID_DOES_NOT_EXIST, f"{identifier!r} is not an identifier of this repository")
-        xml = "f.xml" if prefix else "NULL AS xml"
+        xml = f"{self._xml} AS xml" if prefix else "NULL AS xml"
         join = " LEFT JOIN sheet_format f ON f.sheet_pk = s.pk_id AND f.prefix = ?" if prefix else ""
         row = await self.db.fetchone(
             f"SELECT {_COLUMNS}, {xml} FROM sheet s{join} WHERE s.source = ? AND s.local_id = ?",
@@ -271,7 +274,7 @@ class OaiExecutor:
         params.append(True)
         join = " LEFT JOIN sheet_format f ON f.sheet_pk = s.pk_id AND f.prefix = ?"
         params.insert(0, query.prefix)
-        xml = "NULL AS xml" if query.headers_only else "f.xml"
+        xml = "NULL AS xml" if query.headers_only else f"{self._xml} AS xml"
         sql = f"SELECT {_COLUMNS}, {xml} FROM {source}{join} WHERE {' AND '.join(where)} ORDER BY {stamp}, {pk} LIMIT ?"
         return sql, [*params, self.config.page_size + 1]
 

@@ -22,10 +22,10 @@ class Header:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A header, the stored ``<metadata>`` child (None when deleted) and optional provenance JSON."""
+    """A header, the stored ``<metadata>`` child (UTF-8; None when deleted) and optional provenance JSON."""
 
     header: Header
-    metadata: str | None = None
+    metadata: bytes | None = None
     provenance: Mapping[str, Any] | None = None
     key: tuple[int, int] = (0, 0)  # (stamp, pk): the keyset position of this record
 
@@ -62,13 +62,13 @@ class ResumptionInfo:
 
 @dataclass(frozen=True, slots=True)
 class PageResult:
-    """One page of a list; ``records_text`` is the records already written as XML text, when the
+    """One page of a list; ``records_text`` is the records already written as UTF-8 XML, when the
     caller rendered them ahead of the request (see :func:`protocol.oai.response.render_records`)."""
 
     query: ListQuery
     records: tuple[Record, ...]
     resumption: ResumptionInfo | None = field(default=None)
-    records_text: str | None = None
+    records_text: bytes | None = None
 
 
 def next_query(query: ListQuery, fetched: Sequence[Record], complete_size: int, config: OaiConfig) -> ListQuery | None:
@@ -93,7 +93,7 @@ def make_page(
     complete_size: int,
     config: OaiConfig,
     now: int,
-    records_text: str | None = None,
+    records_text: bytes | None = None,
 ) -> PageResult:
     """Cut a page from ``fetched`` (up to page_size + 1 rows: one more tells whether a next page exists).
 

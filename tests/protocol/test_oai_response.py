@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
 from lxml import etree
 
 from protocol.oai.errors import ErrorCode, OaiError
 from protocol.oai.metadata import METADATA_FORMATS, render_formats
 from protocol.oai.requests import ListQuery
-from protocol.oai.response import render_error, render_result
+from protocol.oai.response import datestamp, render_error, render_result
 from protocol.oai.results import FormatsResult, Header, IdentifyResult, PageResult, Record, RecordResult
 from tests.oai_support import NS, T0, assert_valid_oai, error_code, make_config, make_sheet, request_attrs
 
@@ -33,9 +37,8 @@ def test_re_exported_record_carries_provenance() -> None:
         "harvestDate": "2023-11-15T00:00:00Z",
         "altered": False,
     }
-    record = Record(
-        Header(ARGS["identifier"], T0, ("theme", "theme:SOL")), render_formats(make_sheet(0))["essaim"], provenance
-    )
+    fragment = render_formats(make_sheet(0))["essaim"].encode()
+    record = Record(Header(ARGS["identifier"], T0, ("theme", "theme:SOL")), fragment, provenance)
     root = assert_valid_oai(render_result(RecordResult(record), HUB, T0, ARGS))
     origin = root.find(".//{http://www.openarchives.org/OAI/2.0/provenance}originDescription")
     assert origin.get("altered") == "false" and origin.get("harvestDate") == "2023-11-15T00:00:00Z"
@@ -71,3 +74,8 @@ def test_stylesheet_processing_instruction() -> None:
 
     html = etree.XSLT(etree.fromstring(stylesheet_bytes()))(etree.fromstring(body))
     assert "oai_dc" in str(html)
+
+
+@given(st.integers(min_value=-62_135_596_800, max_value=253_402_300_799))
+def test_datestamp_is_the_utc_second(stamp: int) -> None:
+    assert datestamp(stamp) == datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -69,7 +69,7 @@ def test_verb_binding_and_expiry() -> None:
 
 
 def _records(count: int, start: int = 0) -> list[Record]:
-    return [Record(Header(f"oai:x.test:{i}", T0 + i), "<x/>", key=(T0 + i, i)) for i in range(start, start + count)]
+    return [Record(Header(f"oai:x.test:{i}", T0 + i), b"<x/>", key=(T0 + i, i)) for i in range(start, start + count)]
 
 
 def test_pages_carry_cursor_size_and_the_keyset_position() -> None:
