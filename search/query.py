@@ -231,19 +231,13 @@ class SearchQuery:
             params["filter_by"] = filter_by
         return params
 
-    def counts_key(self, name: str) -> str:
-        """What the counts of facet ``name`` depend on: the text and every constraint but ``name``'s own.
-
-        Not the sort or the page, and not the facet's own chosen values (its counts are
-        disjunctive): choosing « Santé » on the home page reads the theme counts the home
-        page itself counted.
-        """
+    def constraints_key(self, *, without: str | None = None) -> str:
+        """What a search's matches depend on: the text and every constraint (``without`` one facet's
+        values); not the sort, the page or the facets counted. Keys of the service's caches."""
         return json.dumps(
             [
-                name,
-                self.max_facet_values,
                 self.q,
-                sorted((k, sorted(v)) for k, v in self.filters.items() if v and k != name),
+                sorted((k, sorted(v)) for k, v in self.filters.items() if v and k != without),
                 self.created_from,
                 self.created_to,
                 self.near,
@@ -252,6 +246,15 @@ class SearchQuery:
             ],
             ensure_ascii=False,
         )
+
+    def counts_key(self, name: str) -> str:
+        """What the counts of facet ``name`` depend on: the text and every constraint but ``name``'s own.
+
+        Not the sort, the page, and not the facet's own chosen values (its counts are
+        disjunctive): choosing « Santé » on the home page reads the theme counts the home
+        page itself counted.
+        """
+        return f"{name} {self.max_facet_values} {self.constraints_key(without=name)}"
 
     def searches(self, collection: str = ALIAS, counted: Collection[str] | None = None) -> list[dict[str, Any]]:
         """The main search followed by one facet-count search per active facet.

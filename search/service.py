@@ -25,7 +25,6 @@ a dictionary lookup even at a million sheets.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -55,20 +54,7 @@ class _Entry:
 
 def query_key(query: SearchQuery | None) -> str:
     """What a cached aggregate depends on: the text and the filters (not paging or sorting)."""
-    if query is None:
-        return ""
-    return json.dumps(
-        [
-            query.q,
-            sorted((k, list(v)) for k, v in query.filters.items()),
-            query.created_from,
-            query.created_to,
-            query.near,
-            query.polygon,
-            query.bbox and [query.bbox.south, query.bbox.west, query.bbox.north, query.bbox.east],
-        ],
-        ensure_ascii=False,
-    )
+    return "" if query is None else query.constraints_key()
 
 
 class SearchService:
