@@ -101,8 +101,14 @@ class Database:
                 await listener(tx, uris)
 
     async def close(self) -> None:
+        # This database's own client first: Tortoise's registry is per process and context, so a
+        # second Database opened in the same process (two hubs in one test, a CLI helper) replaces
+        # it there, and closing the registry alone would leave this connection (and, on SQLite,
+        # aiosqlite's non-daemon worker thread, which then blocks interpreter exit) open.
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
         await Tortoise.close_connections()
-        self._conn = None
 
     def sqlite_path(self) -> str | None:
         """The absolute path of the SQLite file (None for PostgreSQL or an in-memory database)."""
