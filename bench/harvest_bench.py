@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import json
 import os
 import re
@@ -528,8 +529,10 @@ def serve_peer(backend: str, url: str, port: int, page_size: int) -> None:
 
 
 # The light client reads a page's identifiers and token with these (the XML is parsed on a sample).
-_IDENTIFIER = re.compile(rb'<header(?: status="deleted")?><identifier>([^<]*)</identifier>')
-_TOKEN = re.compile(rb"<resumptionToken[^>]*>([^<]*)</resumptionToken>")
+# Written for any provider's serialisation (namespace prefixes, attributes, whitespace between
+# elements: pyoai indents its output), not only Essaim's.
+_IDENTIFIER = re.compile(rb"<(?:[\w.-]+:)?header\b[^>]*>\s*<(?:[\w.-]+:)?identifier>([^<]*)</")
+_TOKEN = re.compile(rb"<(?:[\w.-]+:)?resumptionToken\b[^>]*>([^<]*)</(?:[\w.-]+:)?resumptionToken>")
 SAMPLE = 100  # the light client parses one page in this many with lxml
 
 
@@ -546,14 +549,23 @@ def _strict_page(body: bytes) -> tuple[list[str], str]:
     return identifiers, (root.findtext(f"{o}ListRecords/{o}resumptionToken") or "").strip()
 
 
+def _unescape(raw: bytes) -> str:
+    """Element text as lxml reads it (pyoai's tokens hold ``&amp;``)."""
+    text = raw.decode()
+    return html.unescape(text) if "&" in text else text
+
+
 def _light_page(body: bytes, n: int) -> tuple[list[str], str]:
     if b"<error " in body[:2000]:
         return _strict_page(body)  # raises with the code
-    identifiers = [i.decode() for i in _IDENTIFIER.findall(body)]
+    identifiers = [_unescape(i) for i in _IDENTIFIER.findall(body)]
     found = _TOKEN.search(body)
-    token = found.group(1).decode().strip() if found else ""
-    if n % SAMPLE == 0 and _strict_page(body) != (identifiers, token):
-        raise RuntimeError(f"page {n}: the light client and lxml read it differently")
+    token = _unescape(found.group(1)).strip() if found else ""
+    if n % SAMPLE == 0 and (strict := _strict_page(body)) != (identifiers, token):
+        raise RuntimeError(
+            f"page {n}: the light client read {len(identifiers)} identifiers and token {token!r}, "
+            f"lxml {len(strict[0])} and {strict[1]!r}"
+        )
     return identifiers, token
 
 
