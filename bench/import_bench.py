@@ -28,8 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("ESSAIM_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 PG_DATABASE = "essaim_bench"
-# [node] write_workers of the measured importer (node/pipeline.py); --write-workers sets it.
-WRITE_WORKERS = int(os.environ.get("ESSAIM_NODE_WRITE_WORKERS", "0"))
+# [node] write_workers of the measured importer (node/pipeline.py); --write-workers sets it (default:
+# the node's own default, the machine's cores).
+WRITE_WORKERS = os.environ.get("ESSAIM_NODE_WRITE_WORKERS")
 
 
 def _peak_rss_mib() -> float:
@@ -71,7 +72,7 @@ async def _essaim(backend: str, file: Path, workdir: Path) -> dict[str, float]:
             partner=Partner(name="Bench"),
             licence="https://www.etalab.gouv.fr/licence-ouverte-open-licence",
             resolver=make_resolver(),
-            workers=WRITE_WORKERS,
+            workers=int(os.environ["ESSAIM_NODE_WRITE_WORKERS"]),  # set by main()
         )
         started = time.perf_counter()
         report = await importer.run(file)
@@ -168,9 +169,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="25000,50000,100000")
     parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--write-workers", type=int, default=WRITE_WORKERS, help="[node] write_workers (default 0)")
+    parser.add_argument(
+        "--write-workers", type=int, help="[node] write_workers (default: the node's, the machine's cores up to 4)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("KIND", "BACKEND", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_workers is None:
+        from essaim.settings import default_write_workers
+
+        args.write_workers = int(WRITE_WORKERS) if WRITE_WORKERS is not None else default_write_workers()
     os.environ["ESSAIM_NODE_WRITE_WORKERS"] = str(args.write_workers)  # read by the children
     if args.child:
         child(args.child[0], args.child[1], Path(args.child[2]))

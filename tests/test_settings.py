@@ -218,3 +218,12 @@ def test_search_section_from_file_and_environment(tmp_path):
         search_config(load_settings(environ={"ESSAIM_DATA_DIR": str(tmp_path / "e"), "ESSAIM_SEARCH_EMBEDDED": "0"}))
     with pytest.raises(SettingsError, match="ESSAIM_SEARCH_BATCH_SIZE"):
         load_settings(environ={**env, "ESSAIM_SEARCH_BATCH_SIZE": "many"})
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 2), (3, 3), (8, 4)])
+def test_import_workers_default_to_the_cores_up_to_four(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
+    assert load_settings(environ={}).node.write_workers == workers
+    assert load_settings(environ={"ESSAIM_NODE_WRITE_WORKERS": "0"}).node.write_workers == 0
