@@ -302,10 +302,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def work(db: Any) -> dict[str, Any]:
-        counts = await db.fetch("SELECT deleted, COUNT(*) AS n FROM sheet GROUP BY deleted")
+        from node.storage import sheet_counts
+
+        live, deleted = await sheet_counts(db)
         return {
             "database": {"url": db.safe_url(), "dialect": db.dialect, "pragmas": _readable_pragmas(await db.pragmas())},
-            "sheets": {("deleted" if r["deleted"] else "live"): int(r["n"]) for r in counts},
+            "sheets": {"live": live, "deleted": deleted},
         }
 
     shown = settings.as_dict()

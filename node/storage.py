@@ -146,6 +146,23 @@ _SHEET_FIELDS = tuple(Sheet.__dataclass_fields__)
 _DATED = ("id", "created", "modified", "datestamp")
 
 
+async def sheet_counts(db: Database) -> tuple[int, int]:
+    """Live sheets and tombstones of the whole database, from two index-only counts in one statement.
+
+    Storage renders every format of every live sheet and deletes a tombstone's fragments, so the
+    live sheets are the ``oai_dc`` fragments (the OAI-PMH completeListSize relies on the same). A
+    ``GROUP BY deleted`` over the sheet table read every row's data instead: ~4.8 s on SQLite and
+    ~3.7 s on PostgreSQL at 1,000,000 sheets, against ~0.1 s and ~0.25 s this way (``/metrics``,
+    ``essaim doctor``).
+    """
+    row = await db.fetchone(
+        "SELECT (SELECT COUNT(*) FROM sheet) AS total, (SELECT COUNT(*) FROM sheet_format WHERE prefix = ?) AS live",
+        ["oai_dc"],
+    )
+    total, live = (int(row["total"]), int(row["live"])) if row else (0, 0)
+    return live, max(total - live, 0)
+
+
 def _dated_copier() -> Callable[[Sheet, str, datetime, datetime, datetime], Sheet]:
     # ``replace(sheet, id=..., created=..., modified=..., datestamp=...)`` written out once, field
     # by field (dataclasses.replace walks the fields on every call; this runs on every write).

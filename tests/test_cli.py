@@ -281,7 +281,7 @@ def test_doctor_prints_settings_and_sqlite_pragmas(capsys, node):
     assert database["pragmas"]["journal_mode"] == "wal"
     assert database["pragmas"]["synchronous"] == "FULL"
     assert database["pragmas"]["foreign_keys"] == "ON"
-    assert report["sheets"] == {}
+    assert report["sheets"] == {"live": 0, "deleted": 0}
 
 
 def test_doctor_hides_passwords_and_fails_on_an_unusable_database(capsys, tmp_path, monkeypatch):

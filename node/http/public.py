@@ -10,6 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from node.context import NODE
+from node.storage import sheet_counts
 from protocol.sheet import Tombstone
 from protocol.taxonomy import default_taxonomy
 
@@ -71,9 +72,7 @@ async def health(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format: sheets, tombstones, and the process counters."""
     ctx = request.app[NODE]
-    rows = await ctx.db.fetch("SELECT deleted, COUNT(*) AS n FROM sheet GROUP BY deleted")
-    live = sum(int(r["n"]) for r in rows if not r["deleted"])
-    dead = sum(int(r["n"]) for r in rows if r["deleted"])
+    live, dead = await sheet_counts(ctx.db)
     lines = [
         "# HELP essaim_sheets Sheets stored on this node.",
         "# TYPE essaim_sheets gauge",

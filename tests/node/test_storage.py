@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from node.db import Database
-from node.storage import BATCH, Change, SheetStore, prepare
+from node.storage import BATCH, Change, SheetStore, prepare, sheet_counts
 from protocol.sheet import Partner, Place, Sheet, Stage, Tombstone, sheet_to_dict
 from tests import oai_support
 from tests.oai_support import T0, Clock, make_sheet, open_database
@@ -237,6 +237,25 @@ async def test_recreating_after_deletion_revives_the_same_uri(db: Database, stor
 
     clock.tick(10)
     assert (await store.upsert(fresh(1, created=None))).status == "unchanged"
+
+
+async def test_sheet_counts_follow_writes_deletions_and_revivals(store: SheetStore, clock: Clock) -> None:
+    """The index-only counts of /metrics and doctor agree with the sheet table's deleted flags."""
+    db = store.db
+    assert await sheet_counts(db) == (0, 0)
+    for n in range(1, 5):
+        await store.upsert(fresh(n))
+    assert await sheet_counts(db) == (4, 0)
+    clock.tick(1)
+    await store.delete("projet-2")
+    await store.delete("projet-3")
+    assert await sheet_counts(db) == (2, 2)
+    clock.tick(1)
+    await store.upsert(fresh(2))  # revived
+    await store.upsert(fresh(1, title="Autre titre"))  # rewritten: its fragments replaced, not added
+    rows = await db.fetch("SELECT deleted, COUNT(*) AS n FROM sheet GROUP BY deleted")
+    by_flag = {bool(r["deleted"]): int(r["n"]) for r in rows}
+    assert await sheet_counts(db) == (by_flag.get(False, 0), by_flag.get(True, 0)) == (3, 1)
 
 
 # --------------------------------------------------------------------------- transactions
