@@ -28,9 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("ESSAIM_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 PG_DATABASE = "essaim_bench"
-# [node] write_workers of the measured importer (node/pipeline.py); --write-workers sets it (default:
-# the node's own default, the machine's cores).
-WRITE_WORKERS = os.environ.get("ESSAIM_NODE_WRITE_WORKERS")
 
 
 def _peak_rss_mib() -> float:
@@ -174,11 +171,13 @@ def main() -> int:
     )
     parser.add_argument("--child", nargs=3, metavar=("KIND", "BACKEND", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.write_workers is None:
+    if args.write_workers is None:  # the node's own default (a child inherits its parent's choice)
         from essaim.settings import default_write_workers
 
-        args.write_workers = int(WRITE_WORKERS) if WRITE_WORKERS is not None else default_write_workers()
-    os.environ["ESSAIM_NODE_WRITE_WORKERS"] = str(args.write_workers)  # read by the children
+        inherited = os.environ.get("ESSAIM_NODE_WRITE_WORKERS")
+        args.write_workers = int(inherited) if inherited is not None else default_write_workers()
+    # [node] write_workers of the measured importer (node/pipeline.py), read by the children
+    os.environ["ESSAIM_NODE_WRITE_WORKERS"] = str(args.write_workers)
     if args.child:
         child(args.child[0], args.child[1], Path(args.child[2]))
         return 0
