@@ -128,33 +128,54 @@ def native_element(sheet: Sheet) -> etree._Element:
     return etree.fromstring(native_xml(sheet))
 
 
-def _localname(tag: str) -> str:
-    # What etree.QName(tag).localname says ("{ns}name" or "name"), without building a QName.
-    return tag[tag.rfind("}") + 1 :]
+# Qualified tag -> (local name, list key or None, number type or None), filled as tags are met:
+# a record has ~40 elements and a handful of distinct names, so each is split once per process.
+_TAG_INFO: dict[str, tuple[str, str | None, type[int] | type[float] | None]] = {}
 
 
-def _read(element: etree._Element) -> Any:
-    # Comments and processing instructions have a function as tag: elements only.
-    children = [c for c in element if type(c.tag) is str]
-    if not children:
-        text = element.text or ""
-        number = _NUMBERS.get(_localname(element.tag))
-        if number is not None:
-            try:
-                return number(text)
-            except ValueError:
-                return text  # left for sheet_from_dict to report with the field's path
-        return text
+def _tag_info(tag: str) -> tuple[str, str | None, type[int] | type[float] | None]:
+    name = tag[tag.rfind("}") + 1 :]  # "{ns}name" or "name"
+    if len(_TAG_INFO) < 4096:  # a hostile record cannot grow the cache without bound
+        _TAG_INFO[tag] = (name, _ITEM_LISTS.get(name), _NUMBERS.get(name))
+    return name, _ITEM_LISTS.get(name), _NUMBERS.get(name)
+
+
+def _leaf(text: str | None, number: type[int] | type[float] | None) -> Any:
+    text = text or ""
+    if number is not None:
+        try:
+            return number(text)
+        except ValueError:
+            return text  # left for sheet_from_dict to report with the field's path
+    return text
+
+
+def _read(element: etree._Element) -> dict[str, Any] | None:
+    """The element children of ``element`` as a dict (None when it has none: it is a leaf).
+
+    The hot path of every harvested native record: one pass over the children, tag names
+    looked up in :data:`_TAG_INFO`, leaves detected with ``len`` (no child list built).
+    """
     out: dict[str, Any] = {}
-    for child in children:
-        name = _localname(child.tag)
-        value = _read(child)
-        key = _ITEM_LISTS.get(name)
-        if key is not None:
-            out.setdefault(key, []).append(value)
-        else:
+    for child in element:
+        tag = child.tag
+        if type(tag) is not str:
+            continue  # comments and processing instructions have a function as tag
+        name, key, number = _TAG_INFO.get(tag) or _tag_info(tag)
+        value = _read(child) if len(child) else None
+        if value is None:
+            value = _leaf(child.text, number)
+        if key is None:
             out[name] = value
-    return out
+        else:
+            items = out.get(key)
+            if items is None:
+                out[key] = [value]
+            elif type(items) is list:
+                items.append(value)
+            else:
+                raise ValueError(f"<{name}> items mixed with a <{key}> element")
+    return out or None
 
 
 def native_to_dict(element: etree._Element) -> dict[str, Any]:
@@ -162,7 +183,7 @@ def native_to_dict(element: etree._Element) -> dict[str, Any]:
     if element.tag != qn(ESSAIM, "sheet"):
         raise ValueError(f"expected an essaim sheet element, got {element.tag!r}")
     data = _read(element)
-    if not isinstance(data, dict):
+    if data is None:
         raise ValueError("empty essaim sheet element")
     return data
 
