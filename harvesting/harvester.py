@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,9 +25,9 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from harvesting.ingest import write_batch, write_prepared
 from harvesting.normalise import Normaliser, rules_of
-from harvesting.pipeline import HarvestPipeline, LiveRecord, PageJob
+from harvesting.pipeline import DecodedPage, HarvestPipeline, LiveRecord, PageJob
 from harvesting.records import NAMESPACES, Deleted, Harvested, Rejected, decode_record
-from harvesting.transport import BadResumptionToken, HarvestError, ListPage, OaiTransport
+from harvesting.transport import BadResumptionToken, HarvestError, ListPage, OaiTransport, PageReader, RawPage
 from node.db import Database
 from node.storage import SheetStore
 
@@ -241,9 +241,10 @@ class Harvester:
         arguments = {"resumptionToken": token} if token else self._fresh_arguments(source, state)
         stats.incremental_from = state.get("next_from")
         seen: set[str] = {token} if token else set()
+        reader = self._worker_reader(source) if self.pipeline is not None else None
         while True:
             try:
-                page = await self.transport.list_records(source.base_url, arguments)
+                page = await self.transport.list_records(source.base_url, arguments, reader=reader)
             except BadResumptionToken as error:
                 if not (stats.resumed and stats.pages == 0):
                     raise
@@ -270,25 +271,27 @@ class Harvester:
             seen.add(page.token)
             arguments = {"resumptionToken": page.token}
 
+    def _worker_reader(self, source: Source) -> PageReader:
+        """Pages parsed and decoded by the worker processes, prepared for writes at the time they are read."""
+        pipeline = self.pipeline
+        assert pipeline is not None
+        store = self.store(source)
+        job = PageJob(source.key, source.prefix, source.name or source.key, self._rules_key, self._rules, 0)
+
+        async def read(raw: RawPage) -> ListPage:
+            decoded = await pipeline.decode(raw, replace(job, stamp=store.now()))
+            assert decoded.page is not None
+            return replace(decoded.page, decoded=decoded)
+
+        return read
+
     async def _commit_page(
         self, source: Source, state: dict[str, Any], page: ListPage, run_started: str, pages: int, stats: HarvestStats
     ) -> None:
         store = self.store(source)
         live: Sequence[Harvested | LiveRecord]
-        if self.pipeline is not None and page.records:
-            stamp = store.now()
-            decoded = await self.pipeline.decode(
-                page.body,
-                PageJob(
-                    source.key,
-                    source.prefix,
-                    source.name or source.key,
-                    self._rules_key,
-                    self._rules,
-                    stamp,
-                    page.url,
-                ),
-            )
+        decoded: DecodedPage | None = page.decoded
+        if decoded is not None:
             live, gone, rejections = decoded.live, decoded.gone, decoded.rejected
         else:
             live, gone, rejections = self._decode(source, page)
@@ -306,9 +309,8 @@ class Harvester:
         async with self.db.transaction() as tx:
             before = await store.provenance_of([*(d.identifier for d in live), *(d.identifier for d in gone)], conn=tx)
             deletions = [d.identifier for d in gone]
-            if self.pipeline is not None and page.records:
-                prepared = [d for d in live if isinstance(d, LiveRecord)]
-                counts = await write_prepared(store, prepared, deletions, tx=tx, stamp=stamp)
+            if decoded is not None:
+                counts = await write_prepared(store, decoded.live, deletions, tx=tx, stamp=decoded.stamp)
             else:
                 sheets = [d.sheet for d in live if isinstance(d, Harvested)]
                 counts = await write_batch(store, self._normaliser, sheets, deletions, tx=tx)

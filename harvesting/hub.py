@@ -34,7 +34,7 @@ from harvesting.sources import (
     stats_dict,
     worker_id,
 )
-from harvesting.transport import ListPage, OaiTransport
+from harvesting.transport import ListPage, OaiTransport, PageReader
 from node.db import Database
 from node.outbound import OutboundError
 
@@ -74,9 +74,11 @@ class _ObservedTransport(OaiTransport):
         self._key = key
         self._hook = hook
 
-    async def list_records(self, base_url: str, arguments: Mapping[str, str]) -> ListPage:
-        page = await super().list_records(base_url, arguments)
-        self._hook(self._key, len(page.records), page.complete_size)
+    async def list_records(
+        self, base_url: str, arguments: Mapping[str, str], *, reader: PageReader | None = None
+    ) -> ListPage:
+        page = await super().list_records(base_url, arguments, reader=reader)
+        self._hook(self._key, page.size, page.complete_size)
         return page
 
 

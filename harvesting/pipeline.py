@@ -8,9 +8,11 @@ set memberships, the two pre-rendered OAI formats, the stored JSON text). With
 one ListRecords page at a time, while the hub's process fetches pages and writes
 them: the sources harvested at once (``[hub] workers``) keep the workers busy.
 
-The hub's process still parses each page strictly (:mod:`harvesting.transport`: a
-page is well-formed OAI-PMH or the run stops there), then hands the page's bytes to a
-worker, which parses them again and returns, per record, a :class:`LiveRecord`
+The hub's process fetches each page and checks the HTTP exchange (status, content
+type), then hands the page's bytes to a worker, which parses them strictly
+(:func:`harvesting.transport.read_list_page`: a page is well-formed OAI-PMH or the run
+stops there, the worker's error raised in the hub's process) and returns the page's
+envelope (resumption token, response date) and, per record, a :class:`LiveRecord`
 (the write as a :class:`node.storage.Prepared`, the tags nothing maps, the duplicate
 match key) or a tombstone or a rejection, in the page's order. Each worker reads,
 through its own read-only connection, the content hashes already stored for the
@@ -28,13 +30,13 @@ import multiprocessing
 import pickle
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harvesting.duplicates import MatchKey, match_key
 from harvesting.normalise import Normaliser
 from harvesting.records import Deleted, Harvested, Rejected, decode_record
-from harvesting.transport import list_page, parse_oai
+from harvesting.transport import ListPage, RawPage, read_list_page
 from node.pipeline import StoredHashes
 from node.storage import Prepared, SheetStore, prepare
 
@@ -63,7 +65,6 @@ class PageJob:
     rules_key: int  # identifies ``rules`` for the worker's cache of normalisers
     rules: dict[str, tuple[str, ...]]
     stamp: int  # the datestamp the page's sheets are prepared for
-    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,10 @@ class DecodedPage:
     live: list[LiveRecord] = field(default_factory=list)
     gone: list[Deleted] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    size: int = 0  # records in the page, as listed
+    stamp: int = 0  # the datestamp the live records were prepared for
+    # The page's envelope (token, response date, list size), without its records or body.
+    page: ListPage | None = None
 
 
 # ------------------------------------------------------------------ worker side
@@ -128,13 +133,14 @@ def _init(spec_bytes: bytes) -> None:
     Normaliser()  # loads the taxonomy and the gazetteer now, not on the first page
 
 
-def decode_page(body: bytes, job: PageJob, worker: _Worker | None = None) -> DecodedPage:
-    """Decode, normalise and prepare the records of one ListRecords page (in a worker process)."""
+def decode_page(raw: RawPage, job: PageJob, worker: _Worker | None = None) -> DecodedPage:
+    """Parse strictly, decode, normalise and prepare the records of one ListRecords page (in a worker
+    process); a page that is not a well-formed OAI-PMH answer raises its :class:`HarvestError`."""
     worker = worker or _worker
     assert worker is not None, "worker not initialised"
-    page = list_page(parse_oai(body, url=job.url), job.url)
+    page = read_list_page(raw)
     latest: dict[str, Harvested | Deleted] = {}
-    out = DecodedPage()
+    out = DecodedPage(size=len(page.records), stamp=job.stamp, page=replace(page, records=(), body=b""))
     for element in page.records:
         decoded = decode_record(element, job.prefix, partner_name=job.partner_name)
         if isinstance(decoded, Rejected):
@@ -192,9 +198,9 @@ class HarvestPipeline:
             key = self._rules[frozen] = len(self._rules) + 1
         return key
 
-    async def decode(self, body: bytes, job: PageJob) -> DecodedPage:
+    async def decode(self, raw: RawPage, job: PageJob) -> DecodedPage:
         loop = asyncio.get_running_loop()
-        return await asyncio.wrap_future(self.pool.submit(decode_page, body, job), loop=loop)
+        return await asyncio.wrap_future(self.pool.submit(decode_page, raw, job), loop=loop)
 
     def pids(self) -> list[int]:
         """Process ids of the running workers (started on the first page)."""

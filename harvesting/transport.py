@@ -23,6 +23,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from lxml import etree
 from yarl import URL
@@ -53,6 +54,18 @@ class HarvestError(Exception):
         self.url = url
         if reason is not None:
             self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A page decoded in a worker process (harvesting.pipeline) raises there: the error comes back
+        # pickled, whatever the arguments of its class's __init__.
+        return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_error(cls: type[HarvestError], args: tuple[Any, ...], state: dict[str, Any]) -> HarvestError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class TransportError(HarvestError):
@@ -147,7 +160,28 @@ class ListPage:
     token: str | None
     complete_size: int | None = None
     cursor: int | None = None
-    body: bytes = b""  # the page as fetched (what a harvest worker process decodes again)
+    body: bytes = b""  # the page as fetched
+    # The page's records decoded by a harvest worker process (harvesting.pipeline.DecodedPage), which
+    # parsed the body itself: ``records`` is then empty and ``body`` not kept.
+    decoded: Any = None
+
+    @property
+    def size(self) -> int:
+        """How many records the page holds."""
+        return len(self.records) if self.decoded is None else int(self.decoded.size)
+
+
+@dataclass(frozen=True, slots=True)
+class RawPage:
+    """A fetched answer that passed the HTTP checks (status, content type), not parsed yet."""
+
+    url: str
+    body: bytes
+    content_type: str
+
+
+# Reads a fetched ListRecords answer into its page (read_list_page, or a harvest worker process).
+PageReader = Callable[[RawPage], Awaitable[ListPage]]
 
 
 def _parser() -> etree.XMLParser:
@@ -255,6 +289,12 @@ def list_page(root: etree._Element, url: str) -> ListPage:
     return ListPage(url, response_date, date_text, records, token or None, number("completeListSize"), number("cursor"))
 
 
+def read_list_page(raw: RawPage) -> ListPage:
+    """A fetched ListRecords answer, parsed strictly (:func:`parse_oai`), as its page."""
+    root = parse_oai(raw.body, url=raw.url, content_type=raw.content_type)
+    return replace(list_page(root, raw.url), body=raw.body)
+
+
 # --------------------------------------------------------------------- fetcher
 
 
@@ -281,6 +321,10 @@ class OaiTransport:
         return url, root
 
     async def _fetch(self, base_url: str, arguments: Mapping[str, str]) -> tuple[str, bytes, etree._Element]:
+        raw = await self._fetch_raw(base_url, arguments)
+        return raw.url, raw.body, parse_oai(raw.body, url=raw.url, content_type=raw.content_type)
+
+    async def _fetch_raw(self, base_url: str, arguments: Mapping[str, str]) -> RawPage:
         url = self.request_url(base_url, arguments)
         response = await self._get(url)
         ctype = response.headers.get("Content-Type", "")
@@ -291,11 +335,14 @@ class OaiTransport:
             )
         if mime not in _XML_TYPES and not mime.endswith("+xml"):
             raise MalformedResponse(f"content type {ctype!r} is not XML", url=url, reason="content-type")
-        return url, response.body, parse_oai(response.body, url=url, content_type=ctype)
+        return RawPage(url, response.body, ctype)
 
-    async def list_records(self, base_url: str, arguments: Mapping[str, str]) -> ListPage:
-        url, body, root = await self._fetch(base_url, {"verb": "ListRecords", **arguments})
-        return replace(list_page(root, url), body=body)
+    async def list_records(
+        self, base_url: str, arguments: Mapping[str, str], *, reader: PageReader | None = None
+    ) -> ListPage:
+        """One ListRecords page; ``reader`` (default :func:`read_list_page`) parses and checks it."""
+        raw = await self._fetch_raw(base_url, {"verb": "ListRecords", **arguments})
+        return read_list_page(raw) if reader is None else await reader(raw)
 
     async def _get(self, url: str) -> OutboundResponse:
         attempts = self.config.max_retries + 1

@@ -80,9 +80,23 @@ HOSTILE: dict[str, tuple[Any, type[Exception], str]] = {
 }
 
 
-@pytest.mark.parametrize("name", list(HOSTILE))
+# Pages that reach the XML parser: with harvest worker processes, the worker parses them and its
+# error comes back to the hub's process (pickled) with its class, URL and reason.
+PARSED = [
+    "malformed-xml",
+    "truncated-document",
+    "latin1-declared-over-utf8",
+    "billion-laughs",
+    "html-as-xml",
+    "bad-resumption-token",
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "processes"), [(n, 0) for n in HOSTILE] + [pytest.param(n, 1, id=f"{n}-worker") for n in PARSED]
+)
 async def test_hostile_page_is_a_clear_error_and_nothing_is_lost(
-    name: str, sqlite_hub: Database, caplog: pytest.LogCaptureFixture
+    name: str, processes: int, sqlite_hub: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     behaviour, error_type, reason = HOSTILE[name]
     provider = Scripted(sheets_pages(COUNT, PER_PAGE))
@@ -91,7 +105,7 @@ async def test_hostile_page_is_a_clear_error_and_nothing_is_lost(
     async with serve(provider.handle) as server:
         url = str(server.make_url("/oai"))
         options: dict[str, Any] = {"max_body_bytes": 100_000, "read_timeout": 0.5, "total_timeout": 1.0}
-        async with harvester_for(sqlite_hub, server.port, **options) as harvester:
+        async with harvester_for(sqlite_hub, server.port, processes=processes, **options) as harvester:
             failed = await harvester.harvest(source_of(url))
             assert not failed.complete and failed.pages == 1 and failed.added == PER_PAGE
             assert isinstance(failed.failure, error_type), failed.errors
