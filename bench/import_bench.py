@@ -172,10 +172,10 @@ def main() -> int:
     parser.add_argument("--child", nargs=3, metavar=("KIND", "BACKEND", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write_workers is None:  # the node's own default (a child inherits its parent's choice)
-        from essaim.settings import default_write_workers
+        from essaim.settings import default_worker_processes
 
         inherited = os.environ.get("ESSAIM_NODE_WRITE_WORKERS")
-        args.write_workers = int(inherited) if inherited is not None else default_write_workers()
+        args.write_workers = int(inherited) if inherited is not None else default_worker_processes()
     # [node] write_workers of the measured importer (node/pipeline.py), read by the children
     os.environ["ESSAIM_NODE_WRITE_WORKERS"] = str(args.write_workers)
     if args.child:
