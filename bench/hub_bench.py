@@ -17,7 +17,7 @@ PostgreSQL with ``--backend postgres``). Reported:
 - ``peer``: the same ten endpoints read by a plain ``sickle`` loop (``ListRecords`` iterated
   to the end, records parsed, nothing stored) in the same run, and the ratio hub/sickle.
 
-    python bench/hub_bench.py [--nodes 10] [--per-node 10000] [--workers 4] [--processes 1] [--harvest-processes 0]
+    python bench/hub_bench.py [--nodes 10] [--per-node 10000] [--workers 4] [--processes 1] [--harvest-processes N]
                               [--backend sqlite|postgres] [--page-size N] [--no-peer] [--rebuild]
 
 Targets on the project's machine: ≥ 5,000 records/s end to end, ≤ 500 MB hub RSS, the
@@ -149,6 +149,31 @@ def _rss() -> dict[str, float]:
     return hb._status(os.getpid())
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _threads_cpu(pid: int) -> dict[int, float]:
+    """Thread id → CPU seconds, for each thread of a process (the main thread's id is the pid; the
+    others: the SQLite connection's thread, aiohttp's resolver...)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return out
+
+
+def _cpu(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (all their threads)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone
+        total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15 of stat)
+    return total
+
+
 async def worker_child(db_url: str, allow: list[str], workers: int) -> dict[str, Any]:
     """One more hub process on the same database: its scheduler claims due sources until none is left."""
     from harvesting.hub import Hub, run_scheduler
@@ -158,6 +183,7 @@ async def worker_child(db_url: str, allow: list[str], workers: int) -> dict[str,
 
     db = Database(db_url)
     await db.open()
+    cpu_before = _cpu([os.getpid()])
     counts: dict[str, int] = {}
     try:
         async with OutboundClient(OutboundConfig(allow_list=frozenset(allow), total_timeout=60.0)) as client:
@@ -186,6 +212,7 @@ async def worker_child(db_url: str, allow: list[str], workers: int) -> dict[str,
     return {
         "runs": counts.get("harvest_runs_total", 0),
         "added": counts.get("harvest_added_total", 0),
+        "cpu_s": _cpu([os.getpid()]) - cpu_before,
         "peak_rss_mib": round(_rss()["VmHWM"], 1),
     }
 
@@ -242,6 +269,9 @@ async def hub_child(
                 async with gate:
                     return await hub.harvest_now(key)
 
+            def hub_pids() -> list[int]:
+                return [os.getpid(), *(pipeline.pids() if pipeline is not None else [])]
+
             async def everything() -> tuple[float, list[Any]]:
                 started = time.perf_counter()
                 results = await asyncio.gather(*(one(k) for k in keys))
@@ -257,9 +287,16 @@ async def hub_child(
                 rows = await db.fetch("SELECT last_error FROM harvest_source WHERE last_error IS NOT NULL")
                 errors = [str(r["last_error"]) for r in rows]
                 worker_rss = max(r["peak_rss_mib"] for r in reports)
+                cpu = sum(r["cpu_s"] for r in reports)
+                threads = []
                 results = []
             else:
+                cpu_before, threads_before = _cpu(hub_pids()), _threads_cpu(os.getpid())
                 seconds, results = await everything()
+                cpu = _cpu(hub_pids()) - cpu_before
+                after = _threads_cpu(os.getpid())
+                used = {tid: cpu - threads_before.get(tid, 0.0) for tid, cpu in after.items()}
+                threads = [used.pop(os.getpid(), 0.0), *sorted(used.values(), reverse=True)]
                 added = sum(r.added for r in results)
                 errors = [e for r in results for e in r.errors]
                 worker_rss = 0.0
@@ -274,6 +311,13 @@ async def hub_child(
                 "seconds": round(seconds, 2),
                 "records_per_s": round(added / seconds),
                 "sheets_in_duplicate_clusters": int(clustered["n"]) if clustered else 0,
+                # CPU the hub used (its process, threads and harvest workers): what a record costs it,
+                # a figure that moves less with the machine's other load than records/s does.
+                "hub_cpu_s": round(cpu, 1),
+                "hub_cpu_us_per_record": round(cpu / max(added, 1) * 1e6),
+                # The hub's process alone (fetches, writes), per thread: the main thread, then the SQLite
+                # connection's (which runs every statement: the one writer all pages go through).
+                "hub_process_threads_cpu_s": [round(t, 1) for t in threads[:1] + [t for t in threads[1:] if t >= 0.05]],
                 "idle_rss_mib": round(idle, 1),
                 "peak_rss_mib": round(max(_rss()["VmHWM"], worker_rss) + pipeline_rss(), 1),
                 "pipeline_rss_mib": round(pipeline_rss(), 1),
@@ -282,11 +326,14 @@ async def hub_child(
             async def unchanged(label: str) -> None:
                 await asyncio.sleep(1.1 - time.time() % 1)  # writes of this run get stamps ≥ since
                 since = int(time.time())
+                cpu_before = _cpu(hub_pids())
                 seconds, results = await everything()
+                cpu = _cpu(hub_pids()) - cpu_before
                 written = await db.fetchone("SELECT COUNT(*) AS n FROM sheet WHERE stamp >= ?", [since])
                 queued = await db.fetchone("SELECT COUNT(*) AS n FROM hub_unmapped_tag WHERE last_seen >= ?", [since])
                 out[label] = {
                     "seconds": round(seconds, 2),
+                    "hub_cpu_s": round(cpu, 1),
                     "records_received": sum(r.added + r.updated + r.unchanged + r.deleted for r in results),
                     "sheet_writes": int(written["n"]) if written else -1,
                     "queue_writes": int(queued["n"]) if queued else -1,
@@ -342,7 +389,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4, help="sources harvested at once by a hub process")
     parser.add_argument("--processes", type=int, default=1, help="hub processes sharing the database")
     parser.add_argument(
-        "--harvest-processes", type=int, default=0, help="[hub] harvest_processes: worker processes decoding pages"
+        "--harvest-processes",
+        type=int,
+        help="[hub] harvest_processes: worker processes decoding pages (default: the hub's, the cores up to 4)",
     )
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument("--page-size", type=int, help="ESSAIM_OAI_PAGE_SIZE of the nodes (default: theirs)")
@@ -352,6 +401,10 @@ def main() -> int:
     parser.add_argument("--sickle-child", help=argparse.SUPPRESS)
     parser.add_argument("--worker-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.harvest_processes is None:  # the hub's own default
+        from essaim.settings import default_worker_processes
+
+        args.harvest_processes = default_worker_processes()
     if args.hub_child:
         spec = json.loads(args.hub_child)
         work = hub_child(
@@ -407,7 +460,11 @@ def main() -> int:
             "processes": args.processes,
             "harvest_processes": args.harvest_processes,
         }
+        nodes_cpu = _cpu([p.pid for p in procs])
         ours = _child("--hub-child", json.dumps(spec))
+        # Served: the harvest, then the full unchanged re-harvest (the incremental one sends nothing).
+        served = ours["harvest"]["records"] + ours["full_unchanged"]["records_received"]
+        ours["nodes_cpu_us_per_record"] = round((_cpu([p.pid for p in procs]) - nodes_cpu) / max(served, 1) * 1e6)
         ours["nodes"] = args.nodes
         ours["per_node"] = args.per_node
         print(json.dumps({"bench": "hub", **ours}), flush=True)
