@@ -162,6 +162,19 @@ def _threads_cpu(pid: int) -> dict[int, float]:
     return out
 
 
+def _postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (backends, WAL writer, checkpointer...)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def _cpu(pids: list[int]) -> float:
     """User + system CPU seconds the processes have used so far (all their threads)."""
     total = 0.0
@@ -288,12 +301,15 @@ async def hub_child(
                 errors = [str(r["last_error"]) for r in rows]
                 worker_rss = max(r["peak_rss_mib"] for r in reports)
                 cpu = sum(r["cpu_s"] for r in reports)
+                server_cpu = None
                 threads = []
                 results = []
             else:
                 cpu_before, threads_before = _cpu(hub_pids()), _threads_cpu(os.getpid())
+                server_before = _cpu(_postgres_pids()) if backend == "postgres" else 0.0
                 seconds, results = await everything()
                 cpu = _cpu(hub_pids()) - cpu_before
+                server_cpu = _cpu(_postgres_pids()) - server_before if backend == "postgres" else None
                 after = _threads_cpu(os.getpid())
                 used = {tid: cpu - threads_before.get(tid, 0.0) for tid, cpu in after.items()}
                 threads = [used.pop(os.getpid(), 0.0), *sorted(used.values(), reverse=True)]
@@ -318,6 +334,8 @@ async def hub_child(
                 # The hub's process alone (fetches, writes), per thread: the main thread, then the SQLite
                 # connection's (which runs every statement: the one writer all pages go through).
                 "hub_process_threads_cpu_s": [round(t, 1) for t in threads[:1] + [t for t in threads[1:] if t >= 0.05]],
+                # PostgreSQL: the server's processes on this machine (the writes' other half).
+                "db_server_cpu_s": round(server_cpu, 1) if server_cpu is not None else None,
                 "idle_rss_mib": round(idle, 1),
                 "peak_rss_mib": round(max(_rss()["VmHWM"], worker_rss) + pipeline_rss(), 1),
                 "pipeline_rss_mib": round(pipeline_rss(), 1),
