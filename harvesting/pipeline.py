@@ -88,7 +88,7 @@ class DecodedPage:
     rejected: list[Rejected] = field(default_factory=list)
     size: int = 0  # records in the page, as listed
     stamp: int = 0  # the datestamp the live records were prepared for
-    # The page's envelope (token, response date, list size), without its records or body.
+    # The page's envelope (token, response date, list size), without its records.
     page: ListPage | None = None
 
 
@@ -140,7 +140,7 @@ def decode_page(raw: RawPage, job: PageJob, worker: _Worker | None = None) -> De
     assert worker is not None, "worker not initialised"
     page = read_list_page(raw)
     latest: dict[str, Harvested | Deleted] = {}
-    out = DecodedPage(size=len(page.records), stamp=job.stamp, page=replace(page, records=(), body=b""))
+    out = DecodedPage(size=len(page.records), stamp=job.stamp, page=replace(page, records=()))
     for element in page.records:
         decoded = decode_record(element, job.prefix, partner_name=job.partner_name)
         if isinstance(decoded, Rejected):

@@ -21,7 +21,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,9 +160,8 @@ class ListPage:
     token: str | None
     complete_size: int | None = None
     cursor: int | None = None
-    body: bytes = b""  # the page as fetched
     # The page's records decoded by a harvest worker process (harvesting.pipeline.DecodedPage), which
-    # parsed the body itself: ``records`` is then empty and ``body`` not kept.
+    # parsed the page itself: ``records`` is then empty.
     decoded: Any = None
 
     @property
@@ -291,8 +290,7 @@ def list_page(root: etree._Element, url: str) -> ListPage:
 
 def read_list_page(raw: RawPage) -> ListPage:
     """A fetched ListRecords answer, parsed strictly (:func:`parse_oai`), as its page."""
-    root = parse_oai(raw.body, url=raw.url, content_type=raw.content_type)
-    return replace(list_page(root, raw.url), body=raw.body)
+    return list_page(parse_oai(raw.body, url=raw.url, content_type=raw.content_type), raw.url)
 
 
 # --------------------------------------------------------------------- fetcher
