@@ -135,9 +135,10 @@ _TAG_INFO: dict[str, tuple[str, str | None, type[int] | type[float] | None]] = {
 
 def _tag_info(tag: str) -> tuple[str, str | None, type[int] | type[float] | None]:
     name = tag[tag.rfind("}") + 1 :]  # "{ns}name" or "name"
+    info = (name, _ITEM_LISTS.get(name), _NUMBERS.get(name))
     if len(_TAG_INFO) < 4096:  # a hostile record cannot grow the cache without bound
-        _TAG_INFO[tag] = (name, _ITEM_LISTS.get(name), _NUMBERS.get(name))
-    return name, _ITEM_LISTS.get(name), _NUMBERS.get(name)
+        _TAG_INFO[tag] = info
+    return info
 
 
 def _leaf(text: str | None, number: type[int] | type[float] | None) -> Any:
