@@ -152,14 +152,16 @@ def _rss() -> dict[str, float]:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _stat_cpu(stat: Path) -> float:
+    """User + system CPU seconds in a ``/proc/…/stat`` file (its fields 14 and 15)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def _threads_cpu(pid: int) -> dict[int, float]:
     """Thread id → CPU seconds, for each thread of a process (the main thread's id is the pid; the
     others: the SQLite connection's thread, aiohttp's resolver...)."""
-    out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
-    return out
+    return {int(task.name): _stat_cpu(task / "stat") for task in Path(f"/proc/{pid}/task").iterdir()}
 
 
 def _postgres_pids() -> list[int]:
@@ -180,10 +182,9 @@ def _cpu(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += _stat_cpu(Path(f"/proc/{pid}/stat"))
         except OSError:
             continue  # gone
-        total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15 of stat)
     return total
 
 
@@ -311,7 +312,7 @@ async def hub_child(
                 cpu = _cpu(hub_pids()) - cpu_before
                 server_cpu = _cpu(_postgres_pids()) - server_before if backend == "postgres" else None
                 after = _threads_cpu(os.getpid())
-                used = {tid: cpu - threads_before.get(tid, 0.0) for tid, cpu in after.items()}
+                used = {tid: spent - threads_before.get(tid, 0.0) for tid, spent in after.items()}
                 threads = [used.pop(os.getpid(), 0.0), *sorted(used.values(), reverse=True)]
                 added = sum(r.added for r in results)
                 errors = [e for r in results for e in r.errors]
