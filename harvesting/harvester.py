@@ -14,6 +14,7 @@ than its end.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -242,34 +243,62 @@ class Harvester:
         stats.incremental_from = state.get("next_from")
         seen: set[str] = {token} if token else set()
         reader = self._worker_reader(source) if self.pipeline is not None else None
-        while True:
-            try:
-                page = await self.transport.list_records(source.base_url, arguments, reader=reader)
-            except BadResumptionToken as error:
-                if not (stats.resumed and stats.pages == 0):
-                    raise
-                # The checkpointed token expired while we were away: start the run again. Pages
-                # already stored come back unchanged and are not rewritten.
-                logger.warning(
-                    "harvest.checkpoint_expired",
-                    extra={"event": "harvest.checkpoint_expired", "source": source.key, "url": error.url},
-                )
-                stats.resumed, run_started, pages, seen = False, None, 0, set()
-                arguments = self._fresh_arguments(source, state)
-                continue
-            if run_started is None:
-                run_started = page.response_date_text
-            if page.token is not None and page.token in seen:
-                raise ResumptionLoop(f"resumptionToken {page.token[:80]!r} was already used in this run", url=page.url)
-            if pages + 1 > self.config.max_pages:
-                raise TooManyPages(f"more than {self.config.max_pages} pages in one run", url=page.url)
-            await self._commit_page(source, state, page, run_started, pages + 1, stats)
-            pages += 1
-            if page.token is None:
-                stats.complete = True
-                return
-            seen.add(page.token)
-            arguments = {"resumptionToken": page.token}
+        page = await self._first_page(source, state, stats, arguments, reader)
+        if token is not None and not stats.resumed:  # the checkpointed token expired: a fresh run
+            run_started, pages, seen = None, 0, set()
+        # The next page is fetched (and decoded by a worker) while this one is written: the
+        # checkpoint still moves only once a page is committed, so a crash resumes as before.
+        ahead: asyncio.Task[ListPage] | None = None
+        try:
+            while True:
+                if run_started is None:
+                    run_started = page.response_date_text
+                if page.token is not None and page.token in seen:
+                    raise ResumptionLoop(
+                        f"resumptionToken {page.token[:80]!r} was already used in this run", url=page.url
+                    )
+                if pages + 1 > self.config.max_pages:
+                    raise TooManyPages(f"more than {self.config.max_pages} pages in one run", url=page.url)
+                if page.token is not None:
+                    ahead = asyncio.ensure_future(
+                        self.transport.list_records(source.base_url, {"resumptionToken": page.token}, reader=reader)
+                    )
+                await self._commit_page(source, state, page, run_started, pages + 1, stats)
+                pages += 1
+                if page.token is None:
+                    stats.complete = True
+                    return
+                seen.add(page.token)
+                assert ahead is not None
+                page, ahead = await ahead, None
+        finally:
+            if ahead is not None:  # the page being written failed: the next one is not wanted
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+
+    async def _first_page(
+        self,
+        source: Source,
+        state: dict[str, Any],
+        stats: HarvestStats,
+        arguments: dict[str, str],
+        reader: PageReader | None,
+    ) -> ListPage:
+        try:
+            return await self.transport.list_records(source.base_url, arguments, reader=reader)
+        except BadResumptionToken as error:
+            if not stats.resumed:
+                raise
+            # The checkpointed token expired while we were away: start the run again. Pages
+            # already stored come back unchanged and are not rewritten.
+            logger.warning(
+                "harvest.checkpoint_expired",
+                extra={"event": "harvest.checkpoint_expired", "source": source.key, "url": error.url},
+            )
+            stats.resumed = False
+            return await self.transport.list_records(
+                source.base_url, self._fresh_arguments(source, state), reader=reader
+            )
 
     def _worker_reader(self, source: Source) -> PageReader:
         """Pages parsed and decoded by the worker processes, prepared for writes at the time they are read."""
