@@ -337,13 +337,20 @@ class Harvester:
             )
         async with self.db.transaction() as tx:
             before = await store.provenance_of([*(d.identifier for d in live), *(d.identifier for d in gone)], conn=tx)
+            provenance = self._provenance(source, live, gone, before)
             deletions = [d.identifier for d in gone]
             if decoded is not None:
-                counts = await write_prepared(store, decoded.live, deletions, tx=tx, stamp=decoded.stamp)
+                counts = await write_prepared(
+                    store, decoded.live, deletions, tx=tx, stamp=decoded.stamp, provenance=provenance
+                )
             else:
                 sheets = [d.sheet for d in live if isinstance(d, Harvested)]
-                counts = await write_batch(store, self._normaliser, sheets, deletions, tx=tx)
-            await store.set_provenance(self._provenance(source, live, gone, before), tx=tx)
+                counts = await write_batch(store, self._normaliser, sheets, deletions, tx=tx, provenance=provenance)
+            # Sheets written carry theirs already; tombstones and unchanged content with a new datestamp:
+            written = ("created", "updated")
+            await store.set_provenance(
+                {k: p for k, p in provenance.items() if counts.statuses.get(k) not in written}, tx=tx
+            )
             await self._checkpoint(tx, state, page.token, run_started, pages)
         # Counted once the page is committed: a rolled-back page added nothing.
         stats.pages += 1

@@ -21,7 +21,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from harvesting import duplicates
 from harvesting.duplicates import MatchKey
 from harvesting.normalise import Normaliser, record_unmapped
-from node.storage import SheetStore, WriteResult
+from node.storage import Provenances, SheetStore, WriteResult
 from protocol.sheet import Sheet
 from protocol.taxonomy import fold
 
@@ -50,16 +50,19 @@ async def write_batch(
     *,
     tx: BaseDBAsyncClient,
     origin: Mapping[str, Any] | None = None,
+    provenance: Provenances | None = None,
 ) -> BatchCounts:
     """Normalise and store ``sheets``, turn ``deletions`` (local ids) into tombstones, in ``tx``.
 
     ``origin`` (``{"baseURL": …, "metadataNamespace": …, **extra}``) asks for the provenance of the written sheets to be
     recorded here (file and crawl sources; the OAI-PMH harvester writes its own): original
     identifier and URL, first and last seen. Unchanged sheets keep theirs untouched.
+    ``provenance`` (local id → provenance, computed by the caller) is stored with the sheets this
+    writes instead; the caller stores the others'.
     """
     normalised = [normaliser.sheet(s) for s in sheets]
     by_id = {n.sheet.local_id: n.sheet for n in normalised}
-    results = await store.upsert_many([n.sheet for n in normalised], tx=tx)
+    results = await store.upsert_many([n.sheet for n in normalised], tx=tx, provenance=provenance)
     counts = await _after_upsert(
         store,
         results,
@@ -81,10 +84,14 @@ async def write_prepared(
     *,
     tx: BaseDBAsyncClient,
     stamp: int,
+    provenance: Provenances | None = None,
 ) -> BatchCounts:
     """:func:`write_batch` of records a worker process decoded, normalised and prepared at ``stamp``
-    (:mod:`harvesting.pipeline`); the same rows come out."""
-    results = await store.upsert_prepared([r.prepared for r in records], tx=tx, stamp=stamp)
+    (:mod:`harvesting.pipeline`); the same rows come out.
+
+    ``provenance`` (local id → provenance) is stored with the sheets this writes
+    (:meth:`node.storage.SheetStore.upsert_prepared`); the caller stores the others'."""
+    results = await store.upsert_prepared([r.prepared for r in records], tx=tx, stamp=stamp, provenance=provenance)
     counts = await _after_upsert(
         store,
         results,

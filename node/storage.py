@@ -208,6 +208,11 @@ class WriteResult:
 
 
 Listener = Callable[[BaseDBAsyncClient, Sequence[Change]], Awaitable[None]]
+Provenances = Mapping[str, Mapping[str, Any]]  # local id → provenance of a harvested sheet
+
+
+def _provenance_json(provenance: Mapping[str, Any]) -> str:
+    return json.dumps(dict(provenance), ensure_ascii=False, sort_keys=True)
 
 
 # json.dumps(obj, **options) builds an encoder on every call: these are built once (same output).
@@ -317,16 +322,27 @@ class SheetStore:
             results = await self.upsert_many([sheet], tx=tx)
         return results[0]
 
-    async def upsert_many(self, sheets: Sequence[Sheet], *, tx: BaseDBAsyncClient) -> list[WriteResult]:
-        """Write a batch inside the caller's transaction; unchanged sheets keep their datestamp."""
+    async def upsert_many(
+        self, sheets: Sequence[Sheet], *, tx: BaseDBAsyncClient, provenance: Provenances | None = None
+    ) -> list[WriteResult]:
+        """Write a batch inside the caller's transaction; unchanged sheets keep their datestamp.
+
+        ``provenance`` (local id → provenance, harvested sheets) is stored with the rows this
+        writes, in the same statement; the caller stores the others' (:meth:`set_provenance`).
+        """
         _no_repeats(s.local_id for s in sheets)
         results: list[WriteResult] = []
         for start in range(0, len(sheets), BATCH):
-            results.extend(await self._upsert_batch(sheets[start : start + BATCH], tx))
+            results.extend(await self._upsert_batch(sheets[start : start + BATCH], tx, None, provenance))
         return results
 
     async def upsert_prepared(
-        self, items: Sequence[Prepared], *, tx: BaseDBAsyncClient, stamp: int
+        self,
+        items: Sequence[Prepared],
+        *,
+        tx: BaseDBAsyncClient,
+        stamp: int,
+        provenance: Provenances | None = None,
     ) -> list[WriteResult]:
         """:meth:`upsert_many` of writes computed elsewhere at ``stamp`` (:func:`prepare`).
 
@@ -336,11 +352,15 @@ class SheetStore:
         _no_repeats(p.local_id for p in items)
         results: list[WriteResult] = []
         for start in range(0, len(items), BATCH):
-            results.extend(await self._upsert_prepared_batch(items[start : start + BATCH], tx, stamp))
+            results.extend(await self._upsert_prepared_batch(items[start : start + BATCH], tx, stamp, provenance))
         return results
 
     async def _upsert_batch(
-        self, sheets: Sequence[Sheet], tx: BaseDBAsyncClient, stamp: int | None = None
+        self,
+        sheets: Sequence[Sheet],
+        tx: BaseDBAsyncClient,
+        stamp: int | None = None,
+        provenance: Provenances | None = None,
     ) -> list[WriteResult]:
         stamp = self.now() if stamp is None else stamp
         await self.db.keep_statistics(0, tx)
@@ -368,11 +388,11 @@ class SheetStore:
             write = _Write(sheet, full, digest, sets)
             item = _Row(sheet.local_id, uri, sheet.title, digest, sets, _to_json(full), None, write)
             self._place(item, row, stamp, inserts, updates, results)
-        await self._write_rows(inserts, updates, tx, stamp)
+        await self._write_rows(inserts, updates, tx, stamp, provenance)
         return results
 
     async def _upsert_prepared_batch(
-        self, items: Sequence[Prepared], tx: BaseDBAsyncClient, stamp: int
+        self, items: Sequence[Prepared], tx: BaseDBAsyncClient, stamp: int, provenance: Provenances | None
     ) -> list[WriteResult]:
         await self.db.keep_statistics(0, tx)
         existing = await self._existing([p.local_id for p in items], tx)
@@ -399,9 +419,9 @@ class SheetStore:
                 updates,
                 results,
             )
-        await self._write_rows(inserts, updates, tx, stamp)
+        await self._write_rows(inserts, updates, tx, stamp, provenance)
         if again:
-            results.extend(await self._upsert_batch(again, tx, stamp))
+            results.extend(await self._upsert_batch(again, tx, stamp, provenance))
         return results
 
     @staticmethod
@@ -424,14 +444,35 @@ class SheetStore:
             updates.append(item)
             results.append(WriteResult(item.kind + "d", item.local_id, item.uri, stamp))
 
-    async def _write_rows(self, inserts: list[_Row], updates: list[_Row], tx: BaseDBAsyncClient, stamp: int) -> None:
+    async def _write_rows(
+        self,
+        inserts: list[_Row],
+        updates: list[_Row],
+        tx: BaseDBAsyncClient,
+        stamp: int,
+        provenance: Provenances | None = None,
+    ) -> None:
+        # The provenance goes with the row (a row written then updated again grew in place, which
+        # split its B-tree pages: a third of the hub's sheet table was free space).
+        given = provenance or {}
         if inserts:
             await self.db.insert_many(
                 "sheet",
                 _SHEET_COLUMNS,
                 _SHEET_TYPES,
                 [
-                    (r.uri, self.source, r.local_id, stamp, False, r.digest, r.title, r.text, " ".join(r.sets), None)
+                    (
+                        r.uri,
+                        self.source,
+                        r.local_id,
+                        stamp,
+                        False,
+                        r.digest,
+                        r.title,
+                        r.text,
+                        " ".join(r.sets),
+                        _provenance_json(given[r.local_id]) if r.local_id in given else None,
+                    )
                     for r in inserts
                 ],
                 conn=tx,
@@ -442,9 +483,21 @@ class SheetStore:
                 r.pk = int(pks[r.local_id]["pk_id"])
         if updates:
             await self.db.executemany(
-                "UPDATE sheet SET stamp = ?, deleted = ?, content_hash = ?, title = ?, data = ?, sets = ?"
-                " WHERE pk_id = ?",
-                [(stamp, False, r.digest, r.title, r.text, " ".join(r.sets), r.pk) for r in updates],
+                "UPDATE sheet SET stamp = ?, deleted = ?, content_hash = ?, title = ?, data = ?, sets = ?,"
+                " provenance = COALESCE(?, provenance) WHERE pk_id = ?",
+                [
+                    (
+                        stamp,
+                        False,
+                        r.digest,
+                        r.title,
+                        r.text,
+                        " ".join(r.sets),
+                        _provenance_json(given[r.local_id]) if r.local_id in given else None,
+                        r.pk,
+                    )
+                    for r in updates
+                ],
                 conn=tx,
             )
         rows = inserts + updates
@@ -652,6 +705,6 @@ class SheetStore:
         transaction. It is bookkeeping: the stamp, the content and the listeners are left alone."""
         await self.db.executemany(
             "UPDATE sheet SET provenance = ? WHERE source = ? AND local_id = ?",
-            [(json.dumps(dict(p), ensure_ascii=False, sort_keys=True), self.source, k) for k, p in items.items()],
+            [(_provenance_json(p), self.source, k) for k, p in items.items()],
             conn=tx,
         )
