@@ -133,6 +133,51 @@ async def test_full_then_incremental_harvest(seeded: NodeProcess, hub_db: Databa
         assert (await hub_rows(hub_db, source))["oai:noeud.essaim.test:projet-7"]["uri"] == uri
 
 
+async def test_the_next_page_is_read_while_one_is_written(seeded: NodeProcess, sqlite_hub: Database) -> None:
+    """Page n + 1 is fetched while page n is written. When a write fails, the page read ahead is
+    dropped (nothing of it is stored), the checkpoint stays on the last committed page, and the next
+    run resumes from there without a duplicate or a missing sheet."""
+    node, source = seeded, node_source(seeded)
+    events: list[tuple[str, int]] = []
+    async with harvester_for(sqlite_hub, node.port) as harvester:
+        fetch, commit = harvester.transport.list_records, harvester._commit_page
+        fetches = 0
+
+        async def list_records(url: str, arguments: dict[str, str], **options: Any) -> Any:
+            nonlocal fetches
+            fetches += 1
+            page = fetches
+            page_read = await fetch(url, arguments, **options)
+            events.append(("fetched", page))
+            return page_read
+
+        async def commit_page(*args: Any) -> None:
+            pages = args[4]
+            await asyncio.sleep(0.3)  # a slow disk: the next page arrives meanwhile
+            if pages == 3:
+                raise OSError("disk full")
+            await commit(*args)
+            events.append(("written", pages))
+
+        harvester.transport.list_records = list_records  # type: ignore[method-assign]
+        harvester._commit_page = commit_page  # type: ignore[method-assign]
+        with pytest.raises(OSError, match="disk full"):
+            await harvester.harvest(source)
+        assert events.index(("fetched", 2)) < events.index(("written", 1))
+        assert events.index(("fetched", 3)) < events.index(("written", 2))
+        assert ("written", 3) not in events
+        assert ("fetched", 4) in events  # read while page 3 was being written, then dropped
+        assert len(await hub_rows(sqlite_hub, source)) == 14  # pages 1 and 2 only
+        state = await harvester.state(source)
+        assert state["token"] and state["run_pages"] == 2
+
+        harvester._commit_page = commit  # type: ignore[method-assign]
+        resumed = await harvester.harvest(source)
+        assert resumed.ok and resumed.resumed and resumed.complete, resumed.errors
+        assert resumed.pages == PAGES - 2 and resumed.added == COUNT - 1 - 14
+        await assert_same_as_node(node, sqlite_hub, source)
+
+
 @pytest.mark.parametrize("mode", ["500", "cut"])
 async def test_crash_mid_harvest_resumes_from_checkpoint(seeded: NodeProcess, sqlite_hub: Database, mode: str) -> None:
     node, source = seeded, node_source(seeded)

@@ -6,10 +6,13 @@ reason, when the server at 127.0.0.1:5432 is unreachable).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -508,6 +511,45 @@ async def test_storage_settings(db: Database) -> None:
     else:
         assert settings["server_version"]
         assert settings["synchronous_commit"] in ("on", "remote_apply", "remote_write", "local")
+
+
+def _checkpointers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "sqlite-checkpointer" and t.is_alive()}
+
+
+async def test_the_wal_is_copied_back_by_the_checkpointer_not_by_the_writer(tmp_path: Path) -> None:
+    """Commits wake the checkpointer thread, which copies the WAL into the database file. The writer's own
+    automatic checkpoint is only a safety net, 10,000 pages away: here the file grows after a few dozen."""
+    before = _checkpointers()
+    db = Database(f"sqlite:///{tmp_path}/essaim.sqlite3")
+    await db.upgrade()
+    await db.open()
+    try:
+        mine = _checkpointers() - before
+        assert len(mine) == 1
+        row = await db.fetchone("PRAGMA wal_autocheckpoint")
+        assert row is not None and int(next(iter(row.values()))) == 10000
+        store = SheetStore(db, base_url="https://noeud.essaim.test")
+        main = tmp_path / "essaim.sqlite3"
+        await asyncio.sleep(0.2)  # the migrations' own pages copied back
+        size = main.stat().st_size
+        for batch in range(3):
+            async with db.transaction() as tx:
+                await store.upsert_many([fresh(batch * 10 + n) for n in range(10)], tx=tx)
+        for _ in range(100):  # the checkpointer runs right after each commit
+            if main.stat().st_size > size:
+                break
+            await asyncio.sleep(0.05)
+        assert main.stat().st_size > size, "nothing was copied back into the database file"
+        frames = await db.fetchone("PRAGMA wal_checkpoint(PASSIVE)")
+        assert frames is not None
+        _blocked, logged, _copied = frames.values()
+        assert int(logged) < 1000  # below SQLite's default autocheckpoint: the writer did not copy them
+        assert await store.count() == 30
+    finally:
+        await db.close()
+    for thread in mine:
+        assert not thread.is_alive()  # stopped with its database
 
 
 # --------------------------------------------------------------------------- writes prepared elsewhere
