@@ -187,9 +187,10 @@ async def update(
     for start in range(0, len(ordered), BATCH):
         chunk = ordered[start : start + BATCH]
         marks = ", ".join("?" for _ in chunk)
+        # No ORDER BY: the components, and the cluster ids derived from them, do not depend on the rows'
+        # order, and sorting every touched block's rows cost a quarter of this query.
         rows = await db.fetch(
-            f"SELECT uri, source, block, title_key, cluster FROM hub_sheet_match WHERE block IN ({marks})"
-            " ORDER BY block, uri",
+            f"SELECT uri, source, block, title_key, cluster FROM hub_sheet_match WHERE block IN ({marks})",
             chunk,
             conn=tx,
         )

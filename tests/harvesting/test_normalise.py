@@ -93,7 +93,8 @@ def clusters_by_rows(rows: list[dict[str, str]]) -> dict[str, str | None]:
 
 
 def test_duplicate_components_match_the_pairwise_definition() -> None:
-    """Blocks are clustered over (title, source) nodes: the same clusters as comparing every pair of rows."""
+    """Blocks are clustered over (title, source) nodes: the same clusters as comparing every pair of rows,
+    whatever the rows' order."""
     words = "jardin partage velo atelier reparation cafe ecole quartier solidaire".split()
     draw = random.Random(7)
     for _ in range(500):
@@ -105,6 +106,8 @@ def test_duplicate_components_match_the_pairwise_definition() -> None:
             }
             for k in range(draw.randint(1, 30))
         ]
+        assert duplicates.components(rows) == clusters_by_rows(rows)
+        draw.shuffle(rows)  # the rows come from the database in no particular order
         assert duplicates.components(rows) == clusters_by_rows(rows)
 
 
