@@ -211,13 +211,14 @@ Listener = Callable[[BaseDBAsyncClient, Sequence[Change]], Awaitable[None]]
 Provenances = Mapping[str, Mapping[str, Any]]  # local id → provenance of a harvested sheet
 
 
-def _provenance_json(provenance: Mapping[str, Any]) -> str:
-    return json.dumps(dict(provenance), ensure_ascii=False, sort_keys=True)
-
-
 # json.dumps(obj, **options) builds an encoder on every call: these are built once (same output).
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
 _to_hashed_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+_to_sorted_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+
+def _provenance_json(provenance: Mapping[str, Any]) -> str:
+    return _to_sorted_json(dict(provenance))
 
 
 def _hash(data: dict[str, Any]) -> str:
