@@ -479,7 +479,7 @@ class SheetStore:
                 conn=tx,
             )
             await self.db.keep_statistics(len(inserts), tx)
-            pks = await self._existing([r.local_id for r in inserts], tx)
+            pks = await self._existing([r.local_id for r in inserts], tx, columns="pk_id, local_id")
             for r in inserts:
                 r.pk = int(pks[r.local_id]["pk_id"])
         if updates:
@@ -567,15 +567,20 @@ class SheetStore:
             "sheet_format", ("sheet_pk", "prefix", "xml"), ("bigint", "text", "text"), format_rows, tx
         )
 
-    async def _existing(self, local_ids: Sequence[str], conn: BaseDBAsyncClient) -> dict[str, dict[str, Any]]:
+    async def _existing(
+        self,
+        local_ids: Sequence[str],
+        conn: BaseDBAsyncClient,
+        columns: str = "pk_id, uri, local_id, stamp, deleted, content_hash, data",
+    ) -> dict[str, dict[str, Any]]:
+        """The rows of ``local_ids`` by local id (``columns``: the generated keys alone need no data)."""
         found: dict[str, dict[str, Any]] = {}
         ids = list(dict.fromkeys(local_ids))
         for start in range(0, len(ids), BATCH):
             chunk = ids[start : start + BATCH]
             marks = ", ".join("?" for _ in chunk)
             rows = await self.db.fetch(
-                f"SELECT pk_id, uri, local_id, stamp, deleted, content_hash, data FROM sheet"
-                f" WHERE source = ? AND local_id IN ({marks})",
+                f"SELECT {columns} FROM sheet WHERE source = ? AND local_id IN ({marks})",
                 [self.source, *chunk],
                 conn=conn,
             )
