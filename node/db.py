@@ -9,6 +9,7 @@ rewrites them to ``$n`` for PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
@@ -183,8 +184,8 @@ class Database:
         # aiosqlite's non-daemon worker thread, which then blocks interpreter exit) open.
         conn, self._conn = self._conn, None
         checkpointer, self._checkpointer = self._checkpointer, None
-        if checkpointer is not None:
-            checkpointer.close()
+        if checkpointer is not None:  # it may be finishing a checkpoint: joined off the event loop
+            await asyncio.to_thread(checkpointer.close)
         if conn is not None:
             await conn.close()
         await Tortoise.close_connections()

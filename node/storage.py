@@ -453,9 +453,13 @@ class SheetStore:
         stamp: int,
         provenance: Provenances | None = None,
     ) -> None:
-        # The provenance goes with the row (a row written then updated again grew in place, which
-        # split its B-tree pages: a third of the hub's sheet table was free space).
+        # A harvested sheet's provenance goes in with its row (not in a second UPDATE of every new row).
         given = provenance or {}
+
+        def provenance_text(row: _Row) -> str | None:
+            found = given.get(row.local_id)
+            return _provenance_json(found) if found is not None else None
+
         if inserts:
             await self.db.insert_many(
                 "sheet",
@@ -472,7 +476,7 @@ class SheetStore:
                         r.title,
                         r.text,
                         " ".join(r.sets),
-                        _provenance_json(given[r.local_id]) if r.local_id in given else None,
+                        provenance_text(r),
                     )
                     for r in inserts
                 ],
@@ -494,7 +498,7 @@ class SheetStore:
                         r.title,
                         r.text,
                         " ".join(r.sets),
-                        _provenance_json(given[r.local_id]) if r.local_id in given else None,
+                        provenance_text(r),
                         r.pk,
                     )
                     for r in updates
