@@ -175,13 +175,15 @@ async def update(
             fresh.pop(uri, None)
         else:
             fresh[uri] = (key.block, key.title_key)
-    await db.executemany(
-        "INSERT INTO hub_sheet_match (uri, source, block, title_key, cluster) VALUES (?, ?, ?, ?, NULL)",
-        [(uri, source, block, title) for uri, (block, title) in fresh.items()],
-        conn=tx,
-    )
     blocks.update(block for block, _ in fresh.values())
     await _keep_statistics(db, len(fresh), tx)
+    # The changed sheets' rows go in once, with their cluster: they are clustered in memory with the
+    # rows their blocks already hold (an INSERT with no cluster, then an UPDATE, wrote them twice).
+    fresh_by_block: dict[str, list[dict[str, Any]]] = {}
+    for uri, (block, title) in fresh.items():
+        row = {"uri": uri, "source": source, "block": block, "title_key": title, "cluster": None}
+        fresh_by_block.setdefault(block, []).append(row)
+    inserts: list[tuple[str, str, str, str, str | None]] = []
     moved = 0
     ordered = sorted(blocks)
     for start in range(0, len(ordered), BATCH):
@@ -194,17 +196,25 @@ async def update(
             chunk,
             conn=tx,
         )
-        by_block: dict[str, list[dict[str, Any]]] = {}
+        by_block: dict[str, list[dict[str, Any]]] = {block: [] for block in chunk}
         for row in rows:
-            by_block.setdefault(str(row["block"]), []).append(row)
+            by_block[str(row["block"])].append(row)
         updates: list[tuple[str | None, str]] = []
-        for members in by_block.values():
-            assigned = components(members)
-            updates.extend((assigned[r["uri"]], r["uri"]) for r in members if assigned[r["uri"]] != r["cluster"])
+        for block, stored in by_block.items():
+            new_rows = fresh_by_block.get(block, [])
+            assigned = components([*stored, *new_rows])
+            updates.extend((assigned[r["uri"]], r["uri"]) for r in stored if assigned[r["uri"]] != r["cluster"])
+            inserts.extend((r["uri"], source, block, r["title_key"], assigned[r["uri"]]) for r in new_rows)
+            moved += sum(1 for r in new_rows if assigned[r["uri"]] is not None)
         await db.executemany("UPDATE hub_sheet_match SET cluster = ? WHERE uri = ?", updates, conn=tx)
         moved += len(updates)
         # Sheets of other sources whose cluster moved: their search documents must be rebuilt.
         await db.touched([u for _, u in updates if u not in uris_set], tx=tx)
+    await db.executemany(
+        "INSERT INTO hub_sheet_match (uri, source, block, title_key, cluster) VALUES (?, ?, ?, ?, ?)",
+        inserts,
+        conn=tx,
+    )
     return moved
 
 

@@ -111,6 +111,44 @@ def test_duplicate_components_match_the_pairwise_definition() -> None:
         assert duplicates.components(rows) == clusters_by_rows(rows)
 
 
+async def test_clusters_kept_page_by_page_equal_clustering_everything_again(hub_db: Database) -> None:
+    """Pages of creations, title changes and deletions from three sources, written one by one: after each,
+    the stored clusters are those of clustering every row from scratch (the changed rows are clustered
+    in memory with their blocks' stored rows, then inserted once)."""
+    words = "jardin partage velo atelier reparation cafe ecole".split()
+    blocks = ("c:rennes|jardins", "c:brest|atelier", "c:lyon|cafe")
+    draw = random.Random(11)
+    live: dict[str, tuple[str, duplicates.MatchKey]] = {}  # uri → (source, key)
+    for page in range(40):
+        source = draw.choice(("a", "b", "c"))
+        changed: list[tuple[str, duplicates.MatchKey | None]] = []
+        for _ in range(draw.randint(1, 8)):
+            uri = f"https://hub.test/sheets/{source}-{draw.randint(0, 30)}"
+            if uri in live and draw.random() < 0.25:
+                changed.append((uri, None))  # deleted
+                continue
+            title = " ".join(draw.sample(words, draw.randint(1, 3)))
+            changed.append((uri, duplicates.MatchKey(block=draw.choice(blocks), title_key=title)))
+        async with hub_db.transaction() as tx:
+            await duplicates.update(hub_db, source, changed, tx=tx)
+        for uri, key in changed:
+            if key is None:
+                live.pop(uri, None)
+            else:
+                live[uri] = (source, key)
+        rows = await hub_db.fetch("SELECT uri, source, block, title_key, cluster FROM hub_sheet_match")
+        assert sorted(r["uri"] for r in rows) == sorted(live), page
+        expected: dict[str, str | None] = {}
+        for block in blocks:
+            members = [
+                {"uri": uri, "source": src, "title_key": key.title_key}
+                for uri, (src, key) in live.items()
+                if key.block == block
+            ]
+            expected.update(clusters_by_rows(members))
+        assert {r["uri"]: r["cluster"] for r in rows} == expected, page
+
+
 @pytest.fixture
 async def seeded(node: NodeProcess) -> NodeProcess:
     await node.ctl("reset")
