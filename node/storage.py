@@ -456,30 +456,18 @@ class SheetStore:
         # A harvested sheet's provenance goes in with its row (not in a second UPDATE of every new row).
         given = provenance or {}
 
-        def provenance_text(row: _Row) -> str | None:
+        def written(row: _Row) -> tuple[str, str, str, str, str | None]:
+            """content_hash, title, data, sets and provenance, as both statements set them."""
             found = given.get(row.local_id)
-            return _provenance_json(found) if found is not None else None
+            provenance_text = _provenance_json(found) if found is not None else None
+            return (row.digest, row.title, row.text, " ".join(row.sets), provenance_text)
 
         if inserts:
             await self.db.insert_many(
                 "sheet",
                 _SHEET_COLUMNS,
                 _SHEET_TYPES,
-                [
-                    (
-                        r.uri,
-                        self.source,
-                        r.local_id,
-                        stamp,
-                        False,
-                        r.digest,
-                        r.title,
-                        r.text,
-                        " ".join(r.sets),
-                        provenance_text(r),
-                    )
-                    for r in inserts
-                ],
+                [(r.uri, self.source, r.local_id, stamp, False, *written(r)) for r in inserts],
                 conn=tx,
             )
             await self.db.keep_statistics(len(inserts), tx)
@@ -490,19 +478,7 @@ class SheetStore:
             await self.db.executemany(
                 "UPDATE sheet SET stamp = ?, deleted = ?, content_hash = ?, title = ?, data = ?, sets = ?,"
                 " provenance = COALESCE(?, provenance) WHERE pk_id = ?",
-                [
-                    (
-                        stamp,
-                        False,
-                        r.digest,
-                        r.title,
-                        r.text,
-                        " ".join(r.sets),
-                        provenance_text(r),
-                        r.pk,
-                    )
-                    for r in updates
-                ],
+                [(stamp, False, *written(r), r.pk) for r in updates],
                 conn=tx,
             )
         rows = inserts + updates
