@@ -315,12 +315,8 @@ class OaiTransport:
 
     async def fetch(self, base_url: str, arguments: Mapping[str, str]) -> tuple[str, etree._Element]:
         """GET one request; returns (url, checked root element)."""
-        url, _, root = await self._fetch(base_url, arguments)
-        return url, root
-
-    async def _fetch(self, base_url: str, arguments: Mapping[str, str]) -> tuple[str, bytes, etree._Element]:
         raw = await self._fetch_raw(base_url, arguments)
-        return raw.url, raw.body, parse_oai(raw.body, url=raw.url, content_type=raw.content_type)
+        return raw.url, parse_oai(raw.body, url=raw.url, content_type=raw.content_type)
 
     async def _fetch_raw(self, base_url: str, arguments: Mapping[str, str]) -> RawPage:
         url = self.request_url(base_url, arguments)
