@@ -249,7 +249,7 @@ async def hub_child(
     urls: list[str], backend: str, workers: int, expected: int, processes: int = 1, harvest_processes: int = 0
 ) -> dict[str, Any]:
     from harvesting.hub import Hub
-    from harvesting.pipeline import HarvestPipeline, spec_of
+    from harvesting.pipeline import HarvestPipeline, HubSpec
     from harvesting.transport import OaiTransport
     from node.db import Database
     from node.outbound import OutboundClient, OutboundConfig
@@ -267,7 +267,7 @@ async def hub_child(
         "sources": len(urls),
     }
     base = "https://hub.bench.example"
-    pipeline = HarvestPipeline(spec_of(db, base), harvest_processes) if harvest_processes else None
+    pipeline = HarvestPipeline(HubSpec(base), harvest_processes) if harvest_processes else None
 
     def pipeline_rss() -> float:
         """Peak RSS of the harvest worker processes, added to the hub's: they are part of it."""

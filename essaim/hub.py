@@ -15,8 +15,7 @@ from essaim.settings import Settings, SettingsError
 from harvesting.admin import HUB
 from harvesting.duplicates import clusters_of
 from harvesting.hub import Hub, run_scheduler
-from harvesting.pipeline import HarvestPipeline
-from harvesting.pipeline import spec_of as pipeline_spec
+from harvesting.pipeline import HarvestPipeline, HubSpec
 from harvesting.transport import OaiTransport
 from node.context import NODE
 from node.db import Database
@@ -72,7 +71,7 @@ async def open_hub(
 
     pipeline = None
     if settings.hub.harvest_processes > 0:
-        pipeline = HarvestPipeline(pipeline_spec(db, settings.base_url), settings.hub.harvest_processes)
+        pipeline = HarvestPipeline(HubSpec(settings.base_url), settings.hub.harvest_processes)
     try:
         async with OutboundClient(outbound_config(settings)) as client:
             yield Hub(

@@ -3,7 +3,7 @@
 Per record, a harvest spends most of its time in pure Python: decoding the
 record into a sheet (which validates every field), normalising it (crosswalk,
 gazetteer), then what storage computes for a write (canonical dict, content hash,
-set memberships, the two pre-rendered OAI formats, the stored JSON text). With
+set memberships, the stored JSON text; a hub stores no rendered OAI formats). With
 ``[hub] harvest_processes = N`` that work runs in ``N`` spawned worker processes,
 one ListRecords page at a time, while the hub's process fetches pages and writes
 them: the sources harvested at once (``[hub] workers``) keep the workers busy.
@@ -14,12 +14,10 @@ type), then hands the page's bytes to a worker, which parses them strictly
 stops there, the worker's error raised in the hub's process) and returns the page's
 envelope (resumption token, response date) and, per record, a :class:`LiveRecord`
 (the write as a :class:`node.storage.Prepared`, the tags nothing maps, the duplicate
-match key) or a tombstone or a rejection, in the page's order. Each worker reads,
-through its own read-only connection, the content hashes already stored for the
-page's records, and does not render a sheet whose hash is stored: an unchanged
-re-harvest renders nothing. Storage checks every prepared write against the row it
-finds in the page's transaction and computes again the rare one that disagrees, so
-the database ends up byte for byte as with the in-process path
+match key) or a tombstone or a rejection, in the page's order. Storage checks every
+prepared write against the row it finds in the page's transaction (an unchanged
+sheet is not written) and computes again the rare one that disagrees, so the
+database ends up byte for byte as with the in-process path
 (:meth:`harvesting.harvester.Harvester._commit_page`).
 """
 
@@ -31,13 +29,11 @@ import pickle
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from harvesting.duplicates import MatchKey, match_key
 from harvesting.normalise import Normaliser
 from harvesting.records import Deleted, Harvested, Rejected, decode_record
 from harvesting.transport import ListPage, RawPage, read_list_page
-from node.pipeline import StoredHashes
 from node.storage import Prepared, SheetStore, prepare
 
 # Normalisers a worker keeps (one per source and crosswalk version harvested recently).
@@ -49,10 +45,6 @@ class HubSpec:
     """What every worker needs (plain, picklable values)."""
 
     hub_base_url: str
-    # Where a worker reads the content hashes already stored: the hub's SQLite file, or its
-    # PostgreSQL URL (both None for an in-memory database: no hint, every sheet is rendered).
-    sqlite_path: str | None
-    postgres_url: str | None
 
 
 @dataclass(frozen=True)
@@ -98,7 +90,6 @@ class DecodedPage:
 @dataclass
 class _Worker:
     spec: HubSpec
-    hashes: StoredHashes
     stores: dict[str, SheetStore] = field(default_factory=dict)
     normalisers: OrderedDict[int, Normaliser] = field(default_factory=OrderedDict)
 
@@ -129,7 +120,7 @@ _worker: _Worker | None = None
 def _init(spec_bytes: bytes) -> None:
     global _worker
     spec: HubSpec = pickle.loads(spec_bytes)  # noqa: S301 -- pickled by our own parent process
-    _worker = _Worker(spec, StoredHashes(spec.sqlite_path, spec.postgres_url))
+    _worker = _Worker(spec)
     Normaliser()  # loads the taxonomy and the gazetteer now, not on the first page
 
 
@@ -151,13 +142,10 @@ def decode_page(raw: RawPage, job: PageJob, worker: _Worker | None = None) -> De
     normaliser = worker.normaliser(job)
     store = worker.store(job.source)
     live = [d for d in latest.values() if isinstance(d, Harvested)]
-    stored = worker.hashes.of(job.source, [d.identifier for d in live])
     for record in live:
         normalised = normaliser.sheet(record.sheet)
         sheet = normalised.sheet
-        prepared = prepare(
-            sheet, store.make_uri(sheet.local_id), job.stamp, hub=True, stored=stored.get(sheet.local_id)
-        )
+        prepared = prepare(sheet, store.make_uri(sheet.local_id), job.stamp, hub=True)
         out.live.append(
             LiveRecord(
                 record.identifier,
@@ -210,13 +198,4 @@ class HarvestPipeline:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def spec_of(db: Any, hub_base_url: str) -> HubSpec:
-    """The worker spec of a hub writing to ``db`` (a :class:`node.db.Database`)."""
-    return HubSpec(
-        hub_base_url=hub_base_url,
-        sqlite_path=db.sqlite_path(),
-        postgres_url=db.url if db.dialect == "postgres" else None,
-    )
-
-
-__all__ = ["DecodedPage", "HarvestPipeline", "HubSpec", "LiveRecord", "PageJob", "decode_page", "spec_of"]
+__all__ = ["DecodedPage", "HarvestPipeline", "HubSpec", "LiveRecord", "PageJob", "decode_page"]

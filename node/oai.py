@@ -2,9 +2,12 @@
 
 Lists page by keyset over ``(stamp, pk_id)`` (or ``(spec, stamp, sheet_pk)`` of
 ``sheet_set`` for a selective harvest), both covered by an index, and join the
-metadata pre-rendered by storage in ``sheet_format``. Deleted records keep their
-row (``deleted``, no format rows): they are listed for every prefix as
-``status="deleted"`` headers (deletedRecord ``persistent``, spec §2.5.1).
+metadata pre-rendered by a node's storage in ``sheet_format``. A live sheet without
+a stored fragment (every sheet of a hub, see :class:`node.storage.SheetStore`) is
+rendered from its stored JSON as it is served: every live sheet is disseminated in
+every format. Deleted records keep their row (``deleted``, no format rows): they are
+listed for every prefix as ``status="deleted"`` headers (deletedRecord
+``persistent``, spec §2.5.1).
 
 Harvesters are sequential: they ask for page N+1 only once they have read page N. So
 when a page has a successor, the executor reads and renders that successor at once
@@ -35,7 +38,7 @@ from node.db import Database
 from protocol.oai.config import OaiConfig
 from protocol.oai.errors import ErrorCode, OaiError
 from protocol.oai.identifiers import make_identifier, parse_identifier
-from protocol.oai.metadata import METADATA_FORMATS
+from protocol.oai.metadata import METADATA_FORMATS, render_format
 from protocol.oai.namespaces import ESSAIM_SCHEMA_FILE
 from protocol.oai.native import schema_bytes
 from protocol.oai.requests import (
@@ -155,7 +158,9 @@ class OaiExecutor:
         self.read_ahead.watch(db)
         self.repo_id = config.repo_id  # a property parsing the base URL: read once, not per record
         # The fragments are read as the UTF-8 bytes the database holds: the page joins them as they come.
-        self._xml = "convert_to(f.xml, 'UTF8')" if db.dialect == "postgres" else "CAST(f.xml AS BLOB)"
+        xml = "convert_to(f.xml, 'UTF8')" if db.dialect == "postgres" else "CAST(f.xml AS BLOB)"
+        # The stored fragment, or else the sheet's JSON to render it from (see _record).
+        self._metadata = f"{xml} AS xml, CASE WHEN f.sheet_pk IS NULL THEN s.data END AS data"
         self._table: Mapping[type, Callable[[Any, int], Awaitable[OaiResult]]] = {
             Identify: self.identify,
             ListMetadataFormats: self.list_metadata_formats,
@@ -169,7 +174,8 @@ class OaiExecutor:
 
     # ------------------------------------------------------------------ rows -> records
 
-    def _record(self, row: Mapping[str, Any], with_metadata: bool) -> Record:
+    def _record(self, row: Mapping[str, Any], prefix: str | None) -> Record:
+        """The record of a row; ``prefix``: the format of its metadata (None for a header alone)."""
         deleted = bool(row["deleted"])
         stamp = int(row["stamp"])
         header = Header(
@@ -179,15 +185,20 @@ class OaiExecutor:
             deleted=deleted,
         )
         provenance = json.loads(row["provenance"]) if row.get("provenance") else None
-        xml = row.get("xml") if with_metadata and not deleted else None
-        metadata = (xml.encode("utf-8") if isinstance(xml, str) else bytes(xml)) if xml else None
+        metadata: bytes | None = None
+        if prefix is not None and not deleted:
+            xml = row["xml"]
+            if xml is not None:
+                metadata = xml.encode("utf-8") if isinstance(xml, str) else bytes(xml)
+            else:  # not stored: rendered from the sheet's JSON (selected only for such a row)
+                metadata = render_format(prefix, json.loads(row["data"])).encode("utf-8")
         return Record(header, metadata, provenance, key=(stamp, int(row["pk_id"])))
 
     async def _row_by_identifier(self, identifier: str, prefix: str | None) -> dict[str, Any]:
         parsed = parse_identifier(self.config.repo_id, identifier)
         if parsed is None:
             raise OaiError(ErrorCode.ID_DOES_NOT_EXIST, f"{identifier!r} is not an identifier of this repository")
-        xml = f"{self._xml} AS xml" if prefix else "NULL AS xml"
+        xml = self._metadata if prefix else "NULL AS xml"
         join = " LEFT JOIN sheet_format f ON f.sheet_pk = s.pk_id AND f.prefix = ?" if prefix else ""
         row = await self.db.fetchone(
             f"SELECT {_COLUMNS}, {xml} FROM sheet s{join} WHERE s.source = ? AND s.local_id = ?",
@@ -207,16 +218,10 @@ class OaiExecutor:
     async def list_metadata_formats(self, request: ListMetadataFormats, now: int) -> OaiResult:
         if request.identifier is None:
             return FormatsResult(METADATA_FORMATS)
-        row = await self._row_by_identifier(request.identifier, None)
-        if row["deleted"]:
-            # A tombstone is disseminated (as a deleted header) in every format.
-            return FormatsResult(METADATA_FORMATS)
-        rows = await self.db.fetch("SELECT prefix FROM sheet_format WHERE sheet_pk = ?", [row["pk_id"]])
-        available = {str(r["prefix"]) for r in rows}
-        formats = tuple(f for f in METADATA_FORMATS if f.prefix in available)
-        if not formats:
-            raise OaiError(ErrorCode.NO_METADATA_FORMATS, f"no metadata format is available for {request.identifier!r}")
-        return FormatsResult(formats)
+        # Raises idDoesNotExist; a live sheet is disseminated in every format (stored or rendered
+        # when served), a tombstone too, as a deleted header.
+        await self._row_by_identifier(request.identifier, None)
+        return FormatsResult(METADATA_FORMATS)
 
     async def list_sets(self, request: ListSets, now: int) -> OaiResult:
         partners: list[Partner] = []
@@ -237,11 +242,7 @@ class OaiExecutor:
 
     async def get_record(self, request: GetRecord, now: int) -> OaiResult:
         row = await self._row_by_identifier(request.identifier, request.prefix)
-        if not row["deleted"] and row["xml"] is None:
-            raise OaiError(
-                ErrorCode.CANNOT_DISSEMINATE_FORMAT, f"{request.identifier!r} is not available as {request.prefix!r}"
-            )
-        return RecordResult(self._record(row, with_metadata=True))
+        return RecordResult(self._record(row, request.prefix))
 
     def _list_sql(self, query: ListQuery, *, count: bool) -> tuple[str, list[Any]]:
         """The keyset query of a list request (spec §4.3, §4.5): one index range scan, no OFFSET."""
@@ -265,17 +266,21 @@ class OaiExecutor:
             params.extend([query.after[0], query.after[1]])
         if count:
             # completeListSize (spec §3.5: may be an estimate) counts the keyset index range alone: no
-            # join, an index-only scan. It is exact as storage renders every format of every live sheet;
-            # with the join it was a scan of a million fragments (~1 s per 100k sheets) at the first page.
+            # join, an index-only scan. It is exact, as every record is listed in every format; with
+            # the join it was a scan of a million fragments (~1 s per 100k sheets) at the first page.
             table = "sheet s" if query.set_spec is None else "sheet_set ss"
             return f"SELECT COUNT(*) AS n FROM {table} WHERE {' AND '.join(where)}", params
-        # Deleted records have no stored format but are listed for every prefix (deletedRecord persistent).
-        where.append("(s.deleted = ? OR f.sheet_pk IS NOT NULL)")
-        params.append(True)
-        join = " LEFT JOIN sheet_format f ON f.sheet_pk = s.pk_id AND f.prefix = ?"
-        params.insert(0, query.prefix)
-        xml = "NULL AS xml" if query.headers_only else f"{self._xml} AS xml"
-        sql = f"SELECT {_COLUMNS}, {xml} FROM {source}{join} WHERE {' AND '.join(where)} ORDER BY {stamp}, {pk} LIMIT ?"
+        # Every record is listed for every prefix: a live one with its stored fragment or rendered
+        # when served, a deleted one as a header (deletedRecord persistent).
+        if query.headers_only:
+            join, metadata = "", "NULL AS xml"
+        else:
+            join, metadata = " LEFT JOIN sheet_format f ON f.sheet_pk = s.pk_id AND f.prefix = ?", self._metadata
+            params.insert(0, query.prefix)
+        sql = (
+            f"SELECT {_COLUMNS}, {metadata} FROM {source}{join} WHERE {' AND '.join(where)}"
+            f" ORDER BY {stamp}, {pk} LIMIT ?"
+        )
         return sql, [*params, self.config.page_size + 1]
 
     async def list_records(self, query: ListQuery, now: int) -> OaiResult:
@@ -299,7 +304,8 @@ class OaiExecutor:
     async def _read_page(self, query: ListQuery) -> list[Record]:
         sql, params = self._list_sql(query, count=False)
         rows = await self.db.fetch(sql, params)
-        return [self._record(r, with_metadata=not query.headers_only) for r in rows]
+        prefix = None if query.headers_only else query.prefix
+        return [self._record(r, prefix) for r in rows]
 
     async def _read_ahead(self, query: ListQuery) -> Fetched:
         records = await self._read_page(query)

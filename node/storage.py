@@ -86,7 +86,7 @@ class Prepared:
     the writer decodes only when it needs the sheet itself: for change listeners, or to compute
     the write again when the row it finds disagrees (another URI, an older creation date to
     keep, another stamp). ``formats`` is None when the worker found the same content hash
-    stored already: an unchanged sheet is not rendered.
+    stored already: an unchanged sheet is not rendered; it is empty for a hub, which stores none.
     """
 
     local_id: str
@@ -121,6 +121,7 @@ def prepare(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False, stored: st
     It is what :meth:`SheetStore.upsert_many` computes for a new sheet or one whose creation
     date is its own. ``stored`` is the content hash found stored for it, if any: when it is
     the same, the OAI formats are not rendered (the write will most likely be "unchanged").
+    A hub stores no rendered formats (``formats`` is empty, see :class:`SheetStore`).
     """
     data = sheet_to_dict(sheet)
     data["id"] = uri
@@ -138,7 +139,7 @@ def prepare(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False, stored: st
         set_specs(dated, hub=hub),
         stamp,
         _to_json(full),
-        None if stored == digest else render_formats(dated, data=full),
+        {} if hub else None if stored == digest else render_formats(dated, data=full),
     )
 
 
@@ -149,18 +150,16 @@ _DATED = ("id", "created", "modified", "datestamp")
 async def sheet_counts(db: Database) -> tuple[int, int]:
     """Live sheets and tombstones of the whole database, from two index-only counts in one statement.
 
-    Storage renders every format of every live sheet and deletes a tombstone's fragments, so the
-    live sheets are the ``oai_dc`` fragments (the OAI-PMH completeListSize relies on the same). A
-    ``GROUP BY deleted`` over the sheet table read every row's data instead: ~4.8 s on SQLite and
-    ~3.7 s on PostgreSQL at 1,000,000 sheets, against ~0.1 s and ~0.25 s this way (``/metrics``,
-    ``essaim doctor``).
+    All rows are counted on the smallest index of the sheet table, tombstones on the partial
+    index that holds only them (``sheet_tombstone``). A ``GROUP BY deleted`` over the sheet table
+    read every row's data instead: ~4.8 s on SQLite and ~3.7 s on PostgreSQL at 1,000,000 sheets
+    (``/metrics``, ``essaim doctor``).
     """
     row = await db.fetchone(
-        "SELECT (SELECT COUNT(*) FROM sheet) AS total, (SELECT COUNT(*) FROM sheet_format WHERE prefix = ?) AS live",
-        ["oai_dc"],
+        "SELECT (SELECT COUNT(*) FROM sheet) AS total, (SELECT COUNT(*) FROM sheet WHERE deleted) AS dead"
     )
-    total, live = (int(row["total"]), int(row["live"])) if row else (0, 0)
-    return live, max(total - live, 0)
+    total, dead = (int(row["total"]), int(row["dead"])) if row else (0, 0)
+    return max(total - dead, 0), dead
 
 
 def _dated_copier() -> Callable[[Sheet, str, datetime, datetime, datetime], Sheet]:
@@ -289,7 +288,15 @@ def _no_repeats(local_ids: Iterable[str]) -> None:
 
 
 class SheetStore:
-    """Reads and writes the sheets of one source (``source=""``: the node's own sheets)."""
+    """Reads and writes the sheets of one source (``source=""``: the node's own sheets).
+
+    A node's store renders the OAI-PMH formats of a sheet when it writes it (``sheet_format``),
+    so its provider serves a page by joining stored fragments. A hub's store (``hub=True``) does
+    not: the hub writes far more than it is harvested, and the fragments would double its
+    database (two ~1.6 KB rows per sheet next to the ~2 KB sheet row) and a third of a harvest's
+    CPU. Its provider renders them from the stored JSON when it serves them
+    (:mod:`node.oai`), byte for byte what storage would have stored.
+    """
 
     def __init__(
         self,
@@ -387,7 +394,8 @@ class SheetStore:
             full = _with_dates(data, sheet)
             sets = set_specs(sheet, hub=self.hub)
             write = _Write(sheet, full, digest, sets)
-            item = _Row(sheet.local_id, uri, sheet.title, digest, sets, _to_json(full), None, write)
+            formats: dict[str, str] | None = {} if self.hub else None  # None: rendered when written
+            item = _Row(sheet.local_id, uri, sheet.title, digest, sets, _to_json(full), formats, write)
             self._place(item, row, stamp, inserts, updates, results)
         await self._write_rows(inserts, updates, tx, stamp, provenance)
         return results

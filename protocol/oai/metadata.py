@@ -1,10 +1,12 @@
-"""Metadata formats a node disseminates (spec §3.4) and their rendering, done once per change.
+"""Metadata formats a node disseminates (spec §3.4) and their rendering.
 
-Storage calls :func:`render_formats` on every effective change and keeps the XML
-of each format's ``<metadata>`` child, so an OAI-PMH page is a join of stored
-fragments. ``oai_dc`` is the mandatory Dublin Core format (spec §3.4, must be
-valid against oai_dc.xsd: text only, no markup); ``essaim`` is the native format
-carrying the whole sheet (:mod:`protocol.oai.native`).
+A node's storage calls :func:`render_formats` on every effective change and keeps
+the XML of each format's ``<metadata>`` child, so an OAI-PMH page is a join of
+stored fragments; a hub stores none and renders each record as it serves it
+(:func:`render_format`, from the stored sheet dict: the same text). ``oai_dc`` is
+the mandatory Dublin Core format (spec §3.4, must be valid against oai_dc.xsd:
+text only, no markup); ``essaim`` is the native format carrying the whole sheet
+(:mod:`protocol.oai.native`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from urllib.parse import urljoin
 from lxml import etree
 
 from protocol.oai.namespaces import DC, ESSAIM, ESSAIM_SCHEMA_FILE, OAI_DC, OAI_DC_SCHEMA, XSI
-from protocol.oai.native import escape_text, escape_xml, native_xml, xml_text
+from protocol.oai.native import escape_text, escape_xml, native_xml, native_xml_of, xml_text
 from protocol.oai.sets import departement_of, departements, region_of
-from protocol.sheet import Place, Sheet
+from protocol.sheet import Place, Sheet, sheet_from_dict
 from protocol.taxonomy import Taxonomy, default_taxonomy
 from protocol.text import html_to_text
 
@@ -134,3 +136,14 @@ def render_formats(
         "oai_dc": dublin_core_xml(sheet, taxonomy),
         "essaim": native_xml(sheet, data),
     }
+
+
+def render_format(prefix: str, data: Mapping[str, Any], *, taxonomy: Taxonomy | None = None) -> str:
+    """The ``<metadata>`` child in format ``prefix`` of the sheet whose dict is ``data`` (as stored):
+    what :func:`render_formats` returns for that prefix. The native format is written from the
+    dict alone; Dublin Core needs the sheet, decoded (and validated) from it."""
+    if prefix == "essaim":
+        return native_xml_of(data)
+    if prefix == "oai_dc":
+        return dublin_core_xml(sheet_from_dict(data), taxonomy)
+    raise ValueError(f"no metadata format {prefix!r}")

@@ -117,8 +117,13 @@ def native_xml(sheet: Sheet, data: Mapping[str, Any] | None = None) -> str:
     ``data`` is ``sheet_to_dict(sheet)`` when the caller has it already. Element
     names are fixed identifiers from the sheet model, so only text needs escaping.
     """
+    return native_xml_of(data if data is not None else sheet_to_dict(sheet))
+
+
+def native_xml_of(data: Mapping[str, Any]) -> str:
+    """:func:`native_xml` of the sheet whose ``sheet_to_dict`` is ``data`` (a stored sheet, as read back)."""
     out = [f'<sheet xmlns="{ESSAIM}">']
-    _write(out, data if data is not None else sheet_to_dict(sheet))
+    _write(out, data)
     out.append("</sheet>")
     return "".join(out)
 

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from harvesting.harvester import HarvestConfig, Harvester, Source
-from harvesting.pipeline import HarvestPipeline, spec_of
+from harvesting.pipeline import HarvestPipeline, HubSpec
 from harvesting.transport import OaiTransport, TransportConfig
 from node.db import Database
 from node.outbound import OutboundClient, OutboundConfig
@@ -121,7 +121,7 @@ async def harvester_for(
 ) -> AsyncIterator[Harvester]:
     """A hub harvester whose outbound client may reach only the given loopback ports; with
     ``processes``, its pages are decoded by that many worker processes (harvesting.pipeline)."""
-    pipeline = HarvestPipeline(spec_of(db, HUB_URL), processes) if processes else None
+    pipeline = HarvestPipeline(HubSpec(HUB_URL), processes) if processes else None
     try:
         async with OutboundClient(outbound_config(*ports, **outbound)) as client:
             oai = OaiTransport(client, transport or TransportConfig(max_retries=2, retry_after_cap=0.2))

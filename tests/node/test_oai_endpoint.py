@@ -226,10 +226,48 @@ async def test_list_metadata_formats(node: Node) -> None:
     assert len(root.findall(f".//{{{OAI}}}metadataFormat")) == 2
     root = await node.get(verb="ListMetadataFormats", identifier=identifier("nope"))
     assert error_code(root) == "idDoesNotExist"
-    # A live record whose formats are gone (hand-edited table) has none to offer.
+
+
+async def test_a_sheet_without_stored_fragments_is_served_rendered_from_its_json(node: Node) -> None:
+    """How a hub serves every sheet (its storage keeps no fragments): the same bytes as stored ones."""
+    await fill(node, 7)
+    await node.store.delete("projet-3")
+    node.clock.tick(2)
+
+    async def served() -> dict[str, list[bytes]]:
+        out: dict[str, list[bytes]] = {}
+        for prefix in ("oai_dc", "essaim"):
+            records, _ = await node.harvest(metadataPrefix=prefix, set="theme")
+            whole, _ = await node.harvest(metadataPrefix=prefix)
+            one = await node.get(verb="GetRecord", identifier=identifier("projet-5"), metadataPrefix=prefix)
+            formats = await node.get(verb="ListMetadataFormats", identifier=identifier("projet-5"))
+            out[prefix] = [
+                *(etree.tostring(r) for r in [*records, *whole, *one.findall(f".//{{{OAI}}}record")]),
+                *(etree.tostring(f) for f in formats.findall(f".//{{{OAI}}}metadataFormat")),
+            ]
+        return out
+
+    stored = await served()
+    assert (await node.db.fetchone("SELECT COUNT(*) AS n FROM sheet_format"))["n"] == 12
     await node.db.execute("DELETE FROM sheet_format")
-    root = await node.get(verb="ListMetadataFormats", identifier=identifier("projet-0"))
-    assert error_code(root) == "noMetadataFormats"
+    node.clock.tick(6)  # past the read-ahead's ttl: nothing served from a page read before
+    assert await served() == stored
+    assert len(stored["essaim"]) == 6 + 8 + 1 + 2  # the set, the whole list (tombstone included), one, formats
+
+
+async def test_a_hub_store_keeps_no_fragments_and_serves_every_format(node: Node) -> None:
+    hub = SheetStore(node.db, base_url=NODE, source="reseau", hub=True, clock=node.clock)
+    async with node.db.transaction() as tx:
+        await hub.upsert_many([make_sheet(i) for i in range(4)], tx=tx)
+    node.clock.tick(2)
+    assert (await node.db.fetchone("SELECT COUNT(*) AS n FROM sheet_format"))["n"] == 0
+    for prefix in ("oai_dc", "essaim"):
+        records, _ = await node.harvest(metadataPrefix=prefix)
+        assert len(records) == 4
+        assert all(r.find(f"{{{OAI}}}metadata") is not None for r in records)
+    records, _ = await node.harvest(metadataPrefix="essaim")
+    sheets = [parse_native(r.find(f"{{{OAI}}}metadata")[0]) for r in records]
+    assert sorted(s.title for s in sheets) == sorted(make_sheet(i).title for i in range(4))
 
 
 async def test_list_sets(node: Node) -> None:
