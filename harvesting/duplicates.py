@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import lru_cache
@@ -99,14 +99,18 @@ def _root(parent: list[int], i: int) -> int:
     return i
 
 
-def components(rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
-    """uri → cluster id (None for a sheet alone) for the rows of one block; links only across sources."""
+def components(rows: Sequence[Mapping[str, Any]]) -> dict[str, str | None]:
+    """uri → cluster id (None for a sheet alone) for the rows of one block; links only across sources.
+
+    A row may stand for a group of rows of one source and title (as :func:`update` reads a block,
+    grouped by the database): ``n`` is their number and ``uri`` their smallest URI, which is all
+    a cluster id depends on (the smallest URI of its members)."""
     parent = list(range(len(rows)))
 
     def find(i: int) -> int:
         return _root(parent, i)
 
-    if len(rows) <= MAX_BLOCK:
+    if sum(int(r.get("n", 1)) for r in rows) <= MAX_BLOCK:
         # Rows of one source with the same folded title link to exactly the same rows, so they
         # end in the same component (or each alone, and then without a cluster): the pairs are
         # compared between distinct (title, source) nodes, not between rows.
@@ -155,19 +159,22 @@ async def update(
     A changed sheet is given as the sheet, or as its :func:`match_key` computed elsewhere
     (a harvest worker process; a sheet without a key is given as None, like a deletion).
 
+    A block's stored rows are read grouped by (source, title): rows of one source with one title
+    always share their cluster, so a group is clustered, and moved, as one. In a harvest's blocks
+    (a project listed by several partners, or by one several times) that reads a few groups instead
+    of every row of the block for every sheet written in it.
+
     Returns how many cluster assignments moved.
     """
     if not changed:
         return 0
     uris = list(dict.fromkeys(uri for uri, _ in changed))
-    uris_set = set(uris)
     blocks: set[str] = set()
     for start in range(0, len(uris), BATCH):
         chunk = uris[start : start + BATCH]
         marks = ", ".join("?" for _ in chunk)
-        rows = await db.fetch(f"SELECT block FROM hub_sheet_match WHERE uri IN ({marks})", chunk, conn=tx)
+        rows = await db.fetch(f"DELETE FROM hub_sheet_match WHERE uri IN ({marks}) RETURNING block", chunk, conn=tx)
         blocks.update(str(r["block"]) for r in rows)
-        await db.execute(f"DELETE FROM hub_sheet_match WHERE uri IN ({marks})", chunk, conn=tx)
     fresh: dict[str, tuple[str, str]] = {}
     for uri, sheet in changed:
         key = sheet if isinstance(sheet, MatchKey) else match_key(sheet) if sheet is not None else None
@@ -178,38 +185,54 @@ async def update(
     blocks.update(block for block, _ in fresh.values())
     await _keep_statistics(db, len(fresh), tx)
     # The changed sheets' rows go in once, with their cluster: they are clustered in memory with the
-    # rows their blocks already hold (an INSERT with no cluster, then an UPDATE, wrote them twice).
+    # groups their blocks already hold (an INSERT with no cluster, then an UPDATE, wrote them twice).
     fresh_by_block: dict[str, list[dict[str, Any]]] = {}
     for uri, (block, title) in fresh.items():
         row = {"uri": uri, "source": source, "block": block, "title_key": title, "cluster": None}
         fresh_by_block.setdefault(block, []).append(row)
     inserts: list[tuple[str, str, str, str, str | None]] = []
+    moves: list[tuple[str | None, str, str, str]] = []  # (cluster, block, source, title) of a moved group
     moved = 0
     ordered = sorted(blocks)
     for start in range(0, len(ordered), BATCH):
         chunk = ordered[start : start + BATCH]
         marks = ", ".join("?" for _ in chunk)
-        # No ORDER BY: the components, and the cluster ids derived from them, do not depend on the rows'
-        # order, and sorting every touched block's rows cost a quarter of this query.
+        # No ORDER BY: the components, and the cluster ids derived from them, do not depend on the order.
         rows = await db.fetch(
-            f"SELECT uri, source, block, title_key, cluster FROM hub_sheet_match WHERE block IN ({marks})",
+            "SELECT block, source, title_key, cluster, MIN(uri) AS uri, COUNT(*) AS n FROM hub_sheet_match"
+            f" WHERE block IN ({marks}) GROUP BY block, source, title_key, cluster",
             chunk,
             conn=tx,
         )
         by_block: dict[str, list[dict[str, Any]]] = {block: [] for block in chunk}
         for row in rows:
             by_block[str(row["block"])].append(row)
-        updates: list[tuple[str | None, str]] = []
         for block, stored in by_block.items():
             new_rows = fresh_by_block.get(block, [])
             assigned = components([*stored, *new_rows])
-            updates.extend((assigned[r["uri"]], r["uri"]) for r in stored if assigned[r["uri"]] != r["cluster"])
+            for r in stored:
+                if assigned[r["uri"]] != r["cluster"]:
+                    moves.append((assigned[r["uri"]], block, str(r["source"]), str(r["title_key"])))
+                    moved += int(r["n"])
             inserts.extend((r["uri"], source, block, r["title_key"], assigned[r["uri"]]) for r in new_rows)
             moved += sum(1 for r in new_rows if assigned[r["uri"]] is not None)
-        await db.executemany("UPDATE hub_sheet_match SET cluster = ? WHERE uri = ?", updates, conn=tx)
-        moved += len(updates)
-        # Sheets of other sources whose cluster moved: their search documents must be rebuilt.
-        await db.touched([u for _, u in updates if u not in uris_set], tx=tx)
+    await db.executemany(
+        "UPDATE hub_sheet_match SET cluster = ? WHERE block = ? AND source = ? AND title_key = ?", moves, conn=tx
+    )
+    if moves and db.touch_listeners:
+        # The stored sheets whose cluster moved: their search documents must be rebuilt (read
+        # before this page's rows go in, which their own change notifies already).
+        groups = {move[1:] for move in moves}
+        moved_blocks = sorted({block for _, block, _, _ in moves})
+        touched: list[str] = []
+        for start in range(0, len(moved_blocks), BATCH):
+            chunk = moved_blocks[start : start + BATCH]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await db.fetch(
+                f"SELECT uri, block, source, title_key FROM hub_sheet_match WHERE block IN ({marks})", chunk, conn=tx
+            )
+            touched.extend(str(r["uri"]) for r in rows if (r["block"], r["source"], r["title_key"]) in groups)
+        await db.touched(touched, tx=tx)
     await db.executemany(
         "INSERT INTO hub_sheet_match (uri, source, block, title_key, cluster) VALUES (?, ?, ?, ?, ?)",
         inserts,

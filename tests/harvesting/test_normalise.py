@@ -10,7 +10,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
@@ -119,6 +119,14 @@ async def test_clusters_kept_page_by_page_equal_clustering_everything_again(hub_
     blocks = ("c:rennes|jardins", "c:brest|atelier", "c:lyon|cafe")
     draw = random.Random(11)
     live: dict[str, tuple[str, duplicates.MatchKey]] = {}  # uri → (source, key)
+    touched: list[str] = []
+
+    async def touch(tx: object, uris: Sequence[str]) -> None:
+        touched.extend(uris)
+
+    hub_db.touch_listeners.append(touch)
+    before: dict[str, str | None] = {}
+    moves = 0
     for page in range(40):
         source = draw.choice(("a", "b", "c"))
         changed: list[tuple[str, duplicates.MatchKey | None]] = []
@@ -147,6 +155,15 @@ async def test_clusters_kept_page_by_page_equal_clustering_everything_again(hub_
             ]
             expected.update(clusters_by_rows(members))
         assert {r["uri"]: r["cluster"] for r in rows} == expected, page
+        # The stored sheets the page did not change but moved to another cluster are touched (their
+        # search documents carry the cluster), each once, and no other.
+        mine = {uri for uri, _ in changed}
+        moved = {u for u, cluster in expected.items() if u in before and u not in mine and before[u] != cluster}
+        assert sorted(touched) == sorted(moved), page
+        moves += len(moved)
+        touched.clear()
+        before = expected
+    assert moves > 20  # the pages did move stored sheets between clusters
 
 
 @pytest.fixture
