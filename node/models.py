@@ -33,6 +33,7 @@ class SheetRow(Model):
     class Meta:
         table = "sheet"
         unique_together = (("source", "local_id"),)
+        # Also sheet_tombstone, on the pk of deleted rows only (a partial index: created by migration 0009).
         indexes = (Index(fields=("stamp", "pk_id"), name="sheet_stamp_pk"),)
 
 
@@ -386,10 +387,9 @@ class HubSheetMatch(Model):
 
     class Meta:
         table = "hub_sheet_match"
-        indexes = (
-            Index(fields=("block",), name="hub_sheet_match_block"),
-            Index(fields=("cluster",), name="hub_sheet_match_cluster"),
-        )
+        # Also hub_sheet_match_cluster, on the cluster of the rows that have one (a partial index: created
+        # by migration 0010, which Tortoise indexes cannot declare for both databases).
+        indexes = (Index(fields=("block",), name="hub_sheet_match_block"),)
 
 
 class IndexQueueRow(Model):
