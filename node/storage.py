@@ -148,10 +148,10 @@ _DATED = ("id", "created", "modified", "datestamp")
 
 
 async def sheet_counts(db: Database) -> tuple[int, int]:
-    """Live sheets and tombstones of the whole database, from two index-only counts in one statement.
+    """Live sheets and tombstones of the whole database, from two index scans in one statement.
 
     All rows are counted on the smallest index of the sheet table, tombstones on the partial
-    index that holds only them (``sheet_tombstone``). A ``GROUP BY deleted`` over the sheet table
+    index that holds only them (``sheet_tombstone``, migration 0009). A ``GROUP BY deleted`` over the sheet table
     read every row's data instead: ~4.8 s on SQLite and ~3.7 s on PostgreSQL at 1,000,000 sheets
     (``/metrics``, ``essaim doctor``).
     """
@@ -292,9 +292,9 @@ class SheetStore:
 
     A node's store renders the OAI-PMH formats of a sheet when it writes it (``sheet_format``),
     so its provider serves a page by joining stored fragments. A hub's store (``hub=True``) does
-    not: the hub writes far more than it is harvested, and the fragments would double its
-    database (two ~1.6 KB rows per sheet next to the ~2 KB sheet row) and a third of a harvest's
-    CPU. Its provider renders them from the stored JSON when it serves them
+    not: the hub writes far more than it is harvested, and the fragments would nearly double its
+    database (two ~1.6 KB rows per sheet next to the ~2 KB sheet row) and cost a quarter of a
+    harvest worker's CPU. Its provider renders them from the stored JSON when it serves them
     (:mod:`node.oai`), byte for byte what storage would have stored.
     """
 
