@@ -5,7 +5,7 @@ its own generated sheets) serve OAI-PMH on loopback ports. The hub runs in a chi
 (so that its peak RSS, ``VmHWM``, is its own): it registers the ten nodes (Identify,
 ListMetadataFormats, NodeInfo), then harvests them all -- strict transport, native
 ``essaim`` records, normalisation (crosswalk, gazetteer places), storage through
-``SheetStore`` (pre-rendered OAI formats, set memberships), duplicate clusters,
+``SheetStore`` (sheet JSON, set memberships; a hub stores no rendered formats), duplicate clusters,
 checkpoints -- ``--workers`` sources at a time, into a fresh hub database (SQLite, or
 PostgreSQL with ``--backend postgres``). Reported:
 
@@ -14,6 +14,8 @@ PostgreSQL with ``--backend postgres``). Reported:
   writes (rows stamped during the run: must be 0) and queue writes;
 - ``full_unchanged``: the same with the ``from`` cleared (every record sent again and compared):
   seconds and sheet writes (must be 0);
+- ``serve``: the hub's own OAI-PMH provider listing the whole aggregate in each format (records
+  rendered from their JSON as they are served), in-process: records/s and CPU per record;
 - ``peer``: the same ten endpoints read by a plain ``sickle`` loop (``ListRecords`` iterated
   to the end, records parsed, nothing stored) in the same run, and the ratio hub/sickle.
 
@@ -28,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -364,11 +368,45 @@ async def hub_child(
             await unchanged("incremental")
             await db.execute("UPDATE harvest_state SET next_from = NULL")
             await unchanged("full_unchanged")
+            # The hub serving its aggregate over OAI-PMH: it stores no fragments, so every record is
+            # rendered from its JSON as it is served (a node joins pre-rendered ones: its CPU per record
+            # served, HTTP included, is nodes_cpu_us_per_record).
+            out["serve"] = {prefix: await _serve(db, prefix) for prefix in ("essaim", "oai_dc")}
     finally:
         await db.close()
         if pipeline is not None:
             pipeline.close()
     return out
+
+
+async def _serve(db: Any, prefix: str) -> dict[str, Any]:
+    """A whole ListRecords of the hub's provider in ``prefix``, page after page, without HTTP and
+    without read-ahead: records/s and CPU per record (the hub's process, its SQLite thread included)."""
+    from node.oai import OaiExecutor, ReadAhead, respond
+    from protocol.oai.config import OaiConfig
+
+    config = OaiConfig(
+        "Essaim bench hub", "https://hub.bench.example/oai", ("bench@example.org",), b"bench-token-secret!", hub=True
+    )
+    executor = OaiExecutor(db, config, ReadAhead(capacity=0))
+    now = int(time.time())
+    arguments = {"verb": ["ListRecords"], "metadataPrefix": [prefix]}
+    records = 0
+    cpu_before, started = _cpu([os.getpid()]), time.perf_counter()
+    while True:
+        body = await respond(executor, arguments, now)
+        records += body.count(b"<record>")
+        token = re.search(rb"<resumptionToken[^>]*>([^<]+)</resumptionToken>", body)
+        if token is None:
+            break
+        arguments = {"verb": ["ListRecords"], "resumptionToken": [html.unescape(token[1].decode())]}
+    seconds, cpu = time.perf_counter() - started, _cpu([os.getpid()]) - cpu_before
+    return {
+        "records": records,
+        "seconds": round(seconds, 2),
+        "records_per_s": round(records / seconds),
+        "cpu_us_per_record": round(cpu / max(records, 1) * 1e6),
+    }
 
 
 # ------------------------------------------------------------------ the peer: a plain sickle loop (child process)
