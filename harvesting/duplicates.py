@@ -169,11 +169,14 @@ async def update(
     if not changed:
         return 0
     uris = list(dict.fromkeys(uri for uri, _ in changed))
+    pks = await _sheet_pks(db, uris, tx)
     blocks: set[str] = set()
     for start in range(0, len(uris), BATCH):
-        chunk = uris[start : start + BATCH]
+        chunk = [pks[uri] for uri in uris[start : start + BATCH]]
         marks = ", ".join("?" for _ in chunk)
-        rows = await db.fetch(f"DELETE FROM hub_sheet_match WHERE uri IN ({marks}) RETURNING block", chunk, conn=tx)
+        rows = await db.fetch(
+            f"DELETE FROM hub_sheet_match WHERE sheet_pk IN ({marks}) RETURNING block", chunk, conn=tx
+        )
         blocks.update(str(r["block"]) for r in rows)
     fresh: dict[str, tuple[str, str]] = {}
     for uri, sheet in changed:
@@ -190,7 +193,7 @@ async def update(
     for uri, (block, title) in fresh.items():
         row = {"uri": uri, "source": source, "block": block, "title_key": title, "cluster": None}
         fresh_by_block.setdefault(block, []).append(row)
-    inserts: list[tuple[str, str, str, str, str | None]] = []
+    inserts: list[tuple[int, str, str, str, str, str | None]] = []
     moves: list[tuple[str | None, str, str, str]] = []  # (cluster, block, source, title) of a moved group
     moved = 0
     ordered = sorted(blocks)
@@ -214,7 +217,9 @@ async def update(
                 if assigned[r["uri"]] != r["cluster"]:
                     moves.append((assigned[r["uri"]], block, str(r["source"]), str(r["title_key"])))
                     moved += int(r["n"])
-            inserts.extend((r["uri"], source, block, r["title_key"], assigned[r["uri"]]) for r in new_rows)
+            inserts.extend(
+                (pks[r["uri"]], r["uri"], source, block, r["title_key"], assigned[r["uri"]]) for r in new_rows
+            )
             moved += sum(1 for r in new_rows if assigned[r["uri"]] is not None)
     await db.executemany(
         "UPDATE hub_sheet_match SET cluster = ? WHERE block = ? AND source = ? AND title_key = ?", moves, conn=tx
@@ -234,11 +239,25 @@ async def update(
             touched.extend(str(r["uri"]) for r in rows if (r["block"], r["source"], r["title_key"]) in groups)
         await db.touched(touched, tx=tx)
     await db.executemany(
-        "INSERT INTO hub_sheet_match (uri, source, block, title_key, cluster) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO hub_sheet_match (sheet_pk, uri, source, block, title_key, cluster) VALUES (?, ?, ?, ?, ?, ?)",
         inserts,
         conn=tx,
     )
     return moved
+
+
+async def _sheet_pks(db: Database, uris: Sequence[str], tx: BaseDBAsyncClient) -> dict[str, int]:
+    """uri → pk of the stored sheets ``uris`` (every one must be stored: its row, or its tombstone)."""
+    out: dict[str, int] = {}
+    for start in range(0, len(uris), BATCH):
+        chunk = uris[start : start + BATCH]
+        marks = ", ".join("?" for _ in chunk)
+        rows = await db.fetch(f"SELECT pk_id, uri FROM sheet WHERE uri IN ({marks})", chunk, conn=tx)
+        out.update((str(r["uri"]), int(r["pk_id"])) for r in rows)
+    missing = [uri for uri in uris if uri not in out]
+    if missing:
+        raise ValueError(f"duplicate keys of sheets that are not stored: {missing[:5]}")
+    return out
 
 
 _GROWN: weakref.WeakKeyDictionary[Database, list[float]] = weakref.WeakKeyDictionary()
@@ -270,7 +289,9 @@ async def clusters_of(db: Database, uris: Sequence[str]) -> dict[str, str]:
         chunk = ids[start : start + BATCH]
         marks = ", ".join("?" for _ in chunk)
         rows = await db.fetch(
-            f"SELECT uri, cluster FROM hub_sheet_match WHERE uri IN ({marks}) AND cluster IS NOT NULL", chunk
+            "SELECT s.uri, m.cluster FROM sheet s JOIN hub_sheet_match m ON m.sheet_pk = s.pk_id"
+            f" WHERE s.uri IN ({marks}) AND m.cluster IS NOT NULL",
+            chunk,
         )
         out.update({str(r["uri"]): str(r["cluster"]) for r in rows})
     return out
@@ -279,11 +300,12 @@ async def clusters_of(db: Database, uris: Sequence[str]) -> dict[str, str]:
 async def also_listed_by(db: Database, uri: str) -> list[dict[str, Any]]:
     """The other sheets of the cluster of ``uri``: uri, source key and name, title, original URL."""
     rows = await db.fetch(
-        "SELECT m.uri, m.source, s.data, h.name AS source_name FROM hub_sheet_match m"
-        " JOIN hub_sheet_match me ON me.cluster = m.cluster AND me.uri = ?"
-        " JOIN sheet s ON s.uri = m.uri LEFT JOIN harvest_source h ON h.key = m.source"
-        " WHERE m.uri <> ? AND s.deleted = ? ORDER BY m.source, m.uri",
-        [uri, uri, False],
+        "SELECT m.uri, m.source, s.data, h.name AS source_name FROM sheet mine"
+        " JOIN hub_sheet_match me ON me.sheet_pk = mine.pk_id"
+        " JOIN hub_sheet_match m ON m.cluster = me.cluster AND m.sheet_pk <> me.sheet_pk"
+        " JOIN sheet s ON s.pk_id = m.sheet_pk LEFT JOIN harvest_source h ON h.key = m.source"
+        " WHERE mine.uri = ? AND s.deleted = ? ORDER BY m.source, m.uri",
+        [uri, False],
     )
     out = []
     for row in rows:

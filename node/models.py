@@ -378,8 +378,8 @@ class HubUnmappedTag(Model):
 class HubSheetMatch(Model):
     """Duplicate detection key of a harvested sheet (place + holder block, folded title) and its cluster."""
 
-    id = fields.BigIntField(primary_key=True)
-    uri = fields.CharField(max_length=512, unique=True)
+    sheet_pk = fields.BigIntField(primary_key=True, generated=False)  # the sheet's row (pks grow: rows append)
+    uri = fields.CharField(max_length=512)  # the sheet's URI (a cluster id derives from its smallest one)
     source = fields.CharField(max_length=128)
     block = fields.CharField(max_length=255)
     title_key = fields.TextField()
@@ -388,7 +388,7 @@ class HubSheetMatch(Model):
     class Meta:
         table = "hub_sheet_match"
         # Also hub_sheet_match_cluster, on the cluster of the rows that have one (a partial index: created
-        # by migration 0010, which Tortoise indexes cannot declare for both databases).
+        # by migrations 0010 and 0011, which Tortoise indexes cannot declare for both databases).
         indexes = (Index(fields=("block",), name="hub_sheet_match_block"),)
 
 

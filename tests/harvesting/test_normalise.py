@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -120,6 +122,12 @@ async def test_clusters_kept_page_by_page_equal_clustering_everything_again(hub_
     draw = random.Random(11)
     live: dict[str, tuple[str, duplicates.MatchKey]] = {}  # uri → (source, key)
     touched: list[str] = []
+    # Duplicate keys belong to stored sheets (keyed by their pk): every URI the pages use has its row.
+    await hub_db.executemany(
+        "INSERT INTO sheet (uri, source, local_id, stamp, deleted, content_hash, title, sets)"
+        " VALUES (?, ?, ?, 0, ?, '', '', '')",
+        [(f"https://hub.test/sheets/{s}-{n}", s, str(n), False) for s in "abc" for n in range(31)],
+    )
 
     async def touch(tx: object, uris: Sequence[str]) -> None:
         touched.extend(uris)
@@ -244,3 +252,51 @@ async def test_crosswalk_queue_places_and_duplicates(seeded: NodeProcess, hub_db
         assert stats.ok and (stats.updated, stats.deleted) == (1, 1)
         after = await duplicates.clusters_of(db, [*natif, *dc])
         assert len(after) == 2 * (COUNT - 1) and len(set(after.values())) == COUNT - 1
+
+
+async def test_migration_0011_keys_the_stored_duplicate_keys_by_their_sheets(tmp_path: Path) -> None:
+    """A hub migrated before 0011 keeps its duplicate keys and clusters, now under its sheets' pks; a row
+    whose URI no stored sheet has (there should be none) is dropped."""
+    from tortoise import Tortoise
+    from tortoise.migrations.api.migrate import migrate
+
+    from node.db import tortoise_config
+
+    path = tmp_path / "hub.sqlite3"
+    await migrate(config=tortoise_config(f"sqlite:///{path}"), target="node.0010_hub_match_cluster_partial")
+    await Tortoise.close_connections()
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO sheet (pk_id, uri, source, local_id, stamp, deleted, content_hash, title, sets)"
+            " VALUES (?, ?, ?, ?, 0, 0, '', '', '')",
+            [(7, "https://hub.test/sheets/a", "a", "1"), (9, "https://hub.test/sheets/b", "b", "1")],
+        )
+        conn.executemany(
+            "INSERT INTO hub_sheet_match (uri, source, block, title_key, cluster) VALUES (?, ?, ?, ?, ?)",
+            [
+                ("https://hub.test/sheets/b", "b", "c:rennes|jardins", "jardin partage", "dup-1"),
+                ("https://hub.test/sheets/a", "a", "c:rennes|jardins", "jardin partage", "dup-1"),
+                ("https://hub.test/sheets/gone", "a", "c:brest|atelier", "atelier", None),
+            ],
+        )
+    db = Database(f"sqlite:///{path}")
+    try:
+        assert "node.0011_hub_match_by_sheet" in await db.upgrade()
+        await db.open()
+        rows = await db.fetch("SELECT sheet_pk, uri, source, block, title_key, cluster FROM hub_sheet_match")
+        assert sorted(tuple(r.values()) for r in rows) == [
+            (7, "https://hub.test/sheets/a", "a", "c:rennes|jardins", "jardin partage", "dup-1"),
+            (9, "https://hub.test/sheets/b", "b", "c:rennes|jardins", "jardin partage", "dup-1"),
+        ]
+        assert await duplicates.clusters_of(db, ["https://hub.test/sheets/a", "https://hub.test/sheets/b"]) == {
+            "https://hub.test/sheets/a": "dup-1",
+            "https://hub.test/sheets/b": "dup-1",
+        }
+        indexes = await db.fetch("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'hub_sheet_match'")
+        assert {"hub_sheet_match_block", "hub_sheet_match_cluster"} <= {r["name"] for r in indexes}
+        # An unknown sheet is refused by name, not keyed by a made-up pk.
+        async with db.transaction() as tx:
+            with pytest.raises(ValueError, match="not stored"):
+                await duplicates.update(db, "a", [("https://hub.test/sheets/none", None)], tx=tx)
+    finally:
+        await db.close()
