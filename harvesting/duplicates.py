@@ -172,11 +172,9 @@ async def update(
     pks = await _sheet_pks(db, uris, tx)
     blocks: set[str] = set()
     for start in range(0, len(uris), BATCH):
-        chunk = [pks[uri] for uri in uris[start : start + BATCH]]
-        marks = ", ".join("?" for _ in chunk)
-        rows = await db.fetch(
-            f"DELETE FROM hub_sheet_match WHERE sheet_pk IN ({marks}) RETURNING block", chunk, conn=tx
-        )
+        keys = [pks[uri] for uri in uris[start : start + BATCH]]
+        marks = ", ".join("?" for _ in keys)
+        rows = await db.fetch(f"DELETE FROM hub_sheet_match WHERE sheet_pk IN ({marks}) RETURNING block", keys, conn=tx)
         blocks.update(str(r["block"]) for r in rows)
     fresh: dict[str, tuple[str, str]] = {}
     for uri, sheet in changed:
