@@ -250,7 +250,7 @@ async def test_a_sheet_without_stored_fragments_is_served_rendered_from_its_json
     stored = await served()
     assert (await node.db.fetchone("SELECT COUNT(*) AS n FROM sheet_format"))["n"] == 12
     await node.db.execute("DELETE FROM sheet_format")
-    node.clock.tick(6)  # past the read-ahead's ttl: nothing served from a page read before
+    node.clock.tick(6)  # new lists (another "until"): no page read ahead before the deletion is reused
     assert await served() == stored
     assert len(stored["essaim"]) == 6 + 8 + 1 + 2  # the set, the whole list (tombstone included), one, formats
 
