@@ -15,7 +15,7 @@ source's own sheet URI is kept in the provenance.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from lxml import etree
 from protocol.errors import SheetValidationError
 from protocol.oai.namespaces import DC, ESSAIM, OAI, OAI_DC, XML, qn
 from protocol.oai.native import parse_native
-from protocol.sheet import Sheet, sheet_from_dict
+from protocol.sheet import Sheet, sheet_from_dict, sheet_replacer
 
 NAMESPACES = {"essaim": ESSAIM, "oai_dc": OAI_DC}
 
@@ -58,6 +58,9 @@ class Rejected:
 
 Decoded = Harvested | Deleted | Rejected
 
+# replace(sheet, id=..., local_id=..., datestamp=...), on every harvested record.
+_rekeyed = sheet_replacer("id", "local_id", "datestamp")
+
 
 def _datestamp(text: str) -> bool:
     try:
@@ -67,33 +70,51 @@ def _datestamp(text: str) -> bool:
     return True
 
 
+_HEADER = qn(OAI, "header")
+_METADATA = qn(OAI, "metadata")
+_IDENTIFIER = qn(OAI, "identifier")
+_DATESTAMP = qn(OAI, "datestamp")
+_ESSAIM_SHEET = qn(ESSAIM, "sheet")
+_OAI_DC = qn(OAI_DC, "dc")
+
+
+def _first(element: etree._Element, tag: str) -> etree._Element | None:
+    """``element.find(tag)`` for a plain qualified tag, without lxml's path machinery (every record)."""
+    for child in element:
+        if child.tag == tag:
+            return child
+    return None
+
+
 def decode_record(record: etree._Element, prefix: str, *, partner_name: str) -> Decoded:
     """One ``<record>`` of a ListRecords page; never raises for bad content (it is a :class:`Rejected`)."""
-    header = record.find(qn(OAI, "header"))
+    header = _first(record, _HEADER)
     if header is None:
         return Rejected("", "record without header")
-    identifier = (header.findtext(qn(OAI, "identifier")) or "").strip()
+    identifier_el = _first(header, _IDENTIFIER)
+    identifier = (identifier_el.text or "").strip() if identifier_el is not None else ""
     if not identifier:
         return Rejected("", "header without identifier")
     if len(identifier) > 255:
         return Rejected(identifier[:255], "identifier longer than 255 characters")
-    datestamp = (header.findtext(qn(OAI, "datestamp")) or "").strip()
+    datestamp_el = _first(header, _DATESTAMP)
+    datestamp = (datestamp_el.text or "").strip() if datestamp_el is not None else ""
     if not datestamp or not _datestamp(datestamp):
         return Rejected(identifier, f"bad or missing datestamp {datestamp!r}")
     if header.get("status") == "deleted":
         return Deleted(identifier, datestamp)
-    metadata = record.find(qn(OAI, "metadata"))
+    metadata = _first(record, _METADATA)
     children = [c for c in metadata if isinstance(c.tag, str)] if metadata is not None else []
     if len(children) != 1:
         return Rejected(identifier, "live record without exactly one metadata element")
     element = children[0]
     try:
         if prefix == "essaim":
-            if element.tag != qn(ESSAIM, "sheet"):
+            if element.tag != _ESSAIM_SHEET:
                 return Rejected(identifier, f"expected an essaim sheet, got {element.tag!r}")
             sheet = parse_native(element)
         elif prefix == "oai_dc":
-            if element.tag != qn(OAI_DC, "dc"):
+            if element.tag != _OAI_DC:
                 return Rejected(identifier, f"expected oai_dc:dc, got {element.tag!r}")
             sheet = sheet_from_dict(dublin_core_to_dict(element, identifier, partner_name))
         else:
@@ -104,8 +125,7 @@ def decode_record(record: etree._Element, prefix: str, *, partner_name: str) -> 
         return Rejected(identifier, f"undecodable metadata: {str(exc)[:500]}")
     original = sheet.id if prefix == "essaim" else None
     # Keyed by the OAI identifier (the id was a placeholder); the hub mints the URI (SheetStore.make_uri).
-    sheet = replace(sheet, id="", local_id=identifier, datestamp=None)
-    return Harvested(identifier, datestamp, sheet, original)
+    return Harvested(identifier, datestamp, _rekeyed(sheet, "", identifier, None), original)
 
 
 # --------------------------------------------------------------------- oai_dc

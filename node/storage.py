@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -23,7 +24,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from node.db import Database
 from protocol.oai.metadata import render_formats
 from protocol.oai.sets import set_specs
-from protocol.sheet import Sheet, Tombstone, format_datestamp, sheet_from_dict, sheet_to_dict
+from protocol.sheet import Sheet, Tombstone, format_datestamp, sheet_from_dict, sheet_replacer, sheet_to_dict
 from protocol.taxonomy import fold
 
 # How many rows one SQL statement touches; SQLite allows 32766 parameters.
@@ -127,8 +128,14 @@ def prepare(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False, stored: st
     data["id"] = uri
     digest = _hash(data)
     now = _to_datetime(stamp)
-    dated = _dated(sheet, uri, sheet.created or now, sheet.modified or now, now)
-    full = _with_dates(data, dated)
+    created, modified = sheet.created or now, sheet.modified or now
+    full = _with_dates(data, sheet, created, modified, now)
+    if hub:
+        formats: dict[str, str] | None = {}
+    elif stored == digest:
+        formats = None
+    else:
+        formats = render_formats(_dated(sheet, uri, created, modified, now), data=full)
     return Prepared(
         sheet.local_id,
         uri,
@@ -136,10 +143,10 @@ def prepare(sheet: Sheet, uri: str, stamp: int, *, hub: bool = False, stored: st
         sheet.created is not None,
         sheet.modified is not None,
         digest,
-        set_specs(dated, hub=hub),
+        set_specs(sheet, hub=hub),  # neither the URI nor the dates have a part in set memberships
         stamp,
         _to_json(full),
-        {} if hub else None if stored == digest else render_formats(dated, data=full),
+        formats,
     )
 
 
@@ -162,18 +169,8 @@ async def sheet_counts(db: Database) -> tuple[int, int]:
     return max(total - dead, 0), dead
 
 
-def _dated_copier() -> Callable[[Sheet, str, datetime, datetime, datetime], Sheet]:
-    # ``replace(sheet, id=..., created=..., modified=..., datestamp=...)`` written out once, field
-    # by field (dataclasses.replace walks the fields on every call; this runs on every write).
-    args = ", ".join(name if name in _DATED else f"sheet.{name}" for name in _SHEET_FIELDS)
-    source = f"def dated(sheet, id, created, modified, datestamp):\n    return Sheet({args})\n"
-    namespace: dict[str, Any] = {"Sheet": Sheet}
-    exec(source, namespace)  # noqa: S102 -- field names are identifiers of our own dataclass
-    copier: Callable[[Sheet, str, datetime, datetime, datetime], Sheet] = namespace["dated"]
-    return copier
-
-
-_dated = _dated_copier()
+# replace(sheet, id=..., created=..., modified=..., datestamp=...): runs on every write.
+_dated = sheet_replacer(*_DATED)
 _SHEET_COLUMNS = (
     "uri",
     "source",
@@ -187,15 +184,28 @@ _SHEET_COLUMNS = (
     "provenance",
 )
 _SHEET_TYPES = ("text", "text", "text", "bigint", "boolean", "text", "text", "text", "text", "text")
-_DATES = ("created", "modified", "datestamp")
 
 
-def _with_dates(data: dict[str, Any], sheet: Sheet) -> dict[str, Any]:
-    """``sheet_to_dict(sheet)`` from the dict of the same sheet before its dates were set (field order kept)."""
-    dates = {name: format_datestamp(getattr(sheet, name)) for name in _DATES if getattr(sheet, name) is not None}
+def _with_dates(
+    data: dict[str, Any], sheet: Sheet, created: datetime, modified: datetime, datestamp: datetime
+) -> dict[str, Any]:
+    """``sheet_to_dict`` of ``sheet`` with these dates, from ``data``, the dict of ``sheet`` (field order kept)."""
+    if created is sheet.created and modified is sheet.modified:
+        # The sheet's own dates, already in ``data`` at their places; the datestamp is the last field.
+        full = data.copy()
+        full["datestamp"] = _datestamp_text(datestamp)
+        return full
+    dates = {"created": format_datestamp(created), "modified": format_datestamp(modified)}
+    dates["datestamp"] = _datestamp_text(datestamp)
     return {
         name: dates[name] if name in dates else data[name] for name in _SHEET_FIELDS if name in dates or name in data
     }
+
+
+@lru_cache(maxsize=64)
+def _datestamp_text(datestamp: datetime) -> str:
+    # The same datestamp for every sheet of a batch: formatted once.
+    return format_datestamp(datestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,9 +399,9 @@ class SheetStore:
                 continue
             now = _to_datetime(stamp)
             kept = self._created_of(row) if row and sheet.created is None else None
-            created = sheet.created or kept or now
-            sheet = _dated(sheet, uri, created, sheet.modified or now, now)
-            full = _with_dates(data, sheet)
+            created, modified = sheet.created or kept or now, sheet.modified or now
+            full = _with_dates(data, sheet, created, modified, now)
+            sheet = _dated(sheet, uri, created, modified, now)
             sets = set_specs(sheet, hub=self.hub)
             write = _Write(sheet, full, digest, sets)
             formats: dict[str, str] | None = {} if self.hub else None  # None: rendered when written

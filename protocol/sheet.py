@@ -582,6 +582,24 @@ def sheet_from_dict(data: Mapping[str, Any]) -> Sheet:
     return sheet
 
 
+def sheet_replacer(*names: str) -> Callable[..., Sheet]:
+    """A function ``f(sheet, *values)`` returning ``replace(sheet, **dict(zip(names, values)))``.
+
+    Written out once, field by field: :func:`dataclasses.replace` walks the fields and
+    checks its arguments on every call, which shows on paths that run once per sheet.
+    """
+    unknown = [name for name in names if name not in Sheet.__dataclass_fields__]
+    if unknown or len(set(names)) != len(names) or not names:
+        raise ValueError(f"not distinct Sheet fields: {names!r}")
+    params = ", ".join(f"v_{name}" for name in names)
+    fields_ = Sheet.__dataclass_fields__
+    args = ", ".join(f"{name}=v_{name}" if name in names else f"{name}=sheet.{name}" for name in fields_)
+    namespace: dict[str, Any] = {"Sheet": Sheet}
+    exec(f"def replaced(sheet, {params}):\n    return Sheet({args})\n", namespace)  # noqa: S102 -- our own field names
+    replaced: Callable[..., Sheet] = namespace["replaced"]
+    return replaced
+
+
 def with_datestamp(sheet: Sheet, stamp: datetime) -> Sheet:
     return replace(sheet, datestamp=utc_seconds(stamp))
 
@@ -617,6 +635,7 @@ __all__ = [
     "Tombstone",
     "format_datestamp",
     "sheet_from_dict",
+    "sheet_replacer",
     "sheet_to_dict",
     "tombstone_to_dict",
     "unique",

@@ -19,7 +19,9 @@ import pytest
 
 from node.db import Database
 from node.storage import BATCH, Change, SheetStore, prepare, sheet_counts
-from protocol.sheet import Partner, Place, Sheet, Stage, Tombstone, sheet_to_dict
+from protocol.oai.metadata import render_formats
+from protocol.oai.sets import set_specs
+from protocol.sheet import Partner, Place, Sheet, Stage, Tombstone, sheet_replacer, sheet_to_dict
 from tests import oai_support
 from tests.oai_support import T0, Clock, make_sheet, open_database
 
@@ -622,3 +624,42 @@ async def test_prepared_writes_end_as_direct_ones_even_when_the_worker_guessed_w
     kept = await store.get("projet-1")
     first = fresh(1).created
     assert isinstance(kept, Sheet) and first is not None and kept.created == first  # the stored one, kept
+
+
+@pytest.mark.parametrize("hub", [False, True])
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {},  # the sheet's own creation and modification dates
+        {"created": None},
+        {"modified": None},
+        {"created": None, "modified": None},
+        {"datestamp": datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)},  # replaced by the write's
+    ],
+)
+def test_prepare_is_the_dated_sheet_as_stored(dates: dict[str, Any], hub: bool) -> None:
+    """``prepare`` takes shortcuts (own dates kept in place, no dated copy of the sheet for its sets):
+    what it computes is still that of the sheet under its URI with every date set."""
+    sheet = fresh(4, **dates)
+    uri = "https://noeud.essaim.test/sheets/x"
+    stamp = int(T0) + 3600
+    now = datetime.fromtimestamp(stamp, tz=UTC)
+    dated = replace(sheet, id=uri, created=sheet.created or now, modified=sheet.modified or now, datestamp=now)
+    p = prepare(sheet, uri, stamp, hub=hub)
+    assert p.text == json.dumps(sheet_to_dict(dated), ensure_ascii=False)
+    assert list(json.loads(p.text)) == list(sheet_to_dict(dated))  # field order too
+    assert p.dated() == dated
+    assert p.sets == set_specs(dated, hub=hub)
+    assert (p.own_created, p.own_modified) == (sheet.created is not None, sheet.modified is not None)
+    assert p.formats == ({} if hub else render_formats(dated))
+
+
+def test_sheet_replacer_is_replace() -> None:
+    sheet = make_sheet(3)
+    rekey = sheet_replacer("local_id", "title", "datestamp")
+    assert rekey(sheet, "autre", "Autre titre", None) == replace(
+        sheet, local_id="autre", title="Autre titre", datestamp=None
+    )
+    for names in [(), ("title", "title"), ("titre",)]:
+        with pytest.raises(ValueError, match="not distinct Sheet fields"):
+            sheet_replacer(*names)
