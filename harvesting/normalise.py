@@ -57,6 +57,10 @@ def parse_place_text(text: str) -> tuple[str | None, str | None, str | None]:
     return (postcode_match[1] if postcode_match else None), commune, (dep_match[1] if dep_match else None)
 
 
+# Entries of a normaliser's memos (folded tags, completed theme sets) before they start again.
+_MEMO = 65536
+
+
 class CrosswalkError(ValueError):
     """A crosswalk rule is refused (unknown code, empty tag); the message is for the operator."""
 
@@ -94,13 +98,35 @@ class Normaliser:
             for term in table.values():
                 for key in (fold(term.fr), fold(term.en), term.code.lower()):
                     self._labels.setdefault(key, term.code)
+        # A source repeats the same few tags and theme combinations: folded and completed once each.
+        self._folded: dict[str, str] = {}
+        self._completed: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+    def _fold(self, tag: str) -> str:
+        key = self._folded.get(tag)
+        if key is None:
+            if len(self._folded) >= _MEMO:
+                self._folded.clear()
+            key = self._folded[tag] = fold(tag)
+        return key
+
+    def _complete(
+        self, themes: tuple[str, ...], subthemes: tuple[str, ...], codes: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        memo = (themes, subthemes, codes)
+        done = self._completed.get(memo)
+        if done is None:
+            if len(self._completed) >= _MEMO:
+                self._completed.clear()
+            done = self._completed[memo] = self.taxonomy.complete([*themes, *codes], [*subthemes, *codes])
+        return done
 
     def sheet(self, sheet: Sheet) -> Normalised:
         unmapped: list[str] = []
         tags: list[TagMapping] = []
         codes: list[str] = []
         for tag in sheet.tags:
-            key = fold(tag.tag)
+            key = self._fold(tag.tag)
             rule = self.crosswalk.rules.get(key)
             if rule is not None:
                 mapped = rule
@@ -114,7 +140,7 @@ class Normaliser:
             mapped = tuple(c for c in mapped if self.taxonomy.classify(c))
             tags.append(TagMapping(tag=tag.tag, codes=mapped) if mapped != tag.codes else tag)
             codes.extend(mapped)
-        themes, subthemes = self.taxonomy.complete([*sheet.themes, *codes], [*sheet.subthemes, *codes])
+        themes, subthemes = self._complete(sheet.themes, sheet.subthemes, tuple(codes))
         places, resolved = self.places(sheet.places)
         new_tags = tuple(tags)
         if (new_tags, themes, subthemes, places) == (sheet.tags, sheet.themes, sheet.subthemes, sheet.places):
