@@ -8,9 +8,11 @@ and every test that validates skips with the reason when they are absent.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import re
 import tempfile
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -272,7 +274,9 @@ def oai_app(
         response = await handler(request)
         if capture is not None and isinstance(response, web.Response) and request.path == "/oai":
             assert isinstance(response.body, bytes)
-            capture.append(response.body)
+            coding = response.headers.get("Content-Encoding")  # the endpoint compresses on request
+            decode = {"gzip": gzip.decompress, "deflate": zlib.decompress}.get(coding or "", bytes)
+            capture.append(decode(response.body))
         return response
 
     app = web.Application(middlewares=[keep_body])

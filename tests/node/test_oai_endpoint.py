@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from lxml import etree
 
 from node.db import Database
-from node.oai import OaiExecutor, ReadAhead, respond
+from node.oai import OaiExecutor, ReadAhead, content_coding, respond
 from node.storage import SheetStore
 from protocol.oai.namespaces import ESSAIM, OAI
 from protocol.oai.native import parse_native
@@ -159,7 +159,50 @@ async def test_compression_on_request(node: Node) -> None:
         node.url, params={"verb": "Identify"}, headers={"Accept-Encoding": "identity"}, auto_decompress=False
     ) as response:
         assert "Content-Encoding" not in response.headers
+        assert response.headers["Vary"] == "Accept-Encoding"
         assert_valid_oai(await response.read())
+    # Quality values count: gzip refused with q=0, deflate taken through "*".
+    async with node.session.get(
+        node.url, params={"verb": "Identify"}, headers={"Accept-Encoding": "gzip;q=0, *"}, auto_decompress=False
+    ) as response:
+        assert response.headers["Content-Encoding"] == "deflate"
+        assert_valid_oai(zlib.decompress(await response.read()))
+
+
+async def test_a_large_page_is_compressed_whole(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A page over the inline limit (64 KiB) is compressed in a thread: the same bytes come out of it.
+    monkeypatch.setattr("node.oai._COMPRESS_INLINE", 4096)
+    await fill(node, 10)
+    params = {"verb": "ListRecords", "metadataPrefix": "essaim"}
+    async with node.session.get(node.url, params=params, headers={"Accept-Encoding": "identity"}) as response:
+        plain = await response.read()
+    assert len(plain) > 4096
+    async with node.session.get(
+        node.url, params=params, headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    ) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(await response.read()) == plain
+
+
+@pytest.mark.parametrize(
+    ("header", "coding"),
+    [
+        ("", None),
+        ("identity", None),
+        ("gzip, deflate, br", "gzip"),
+        ("GZIP", "gzip"),
+        ("deflate", "deflate"),
+        ("br;q=1.0, gzip;q=0.5", "gzip"),
+        ("gzip;q=0", None),
+        ("gzip;q=0, deflate;q=0.1", "deflate"),
+        ("*", "gzip"),
+        ("*;q=0", None),
+        ("gzip;q=0, *;q=0.3", "deflate"),
+        ("gzip;q=nonsense", None),
+    ],
+)
+def test_content_coding_follows_accept_encoding(header: str, coding: str | None) -> None:
+    assert content_coding(header) == coding
 
 
 async def test_get_record_in_both_formats_and_native_round_trip(node: Node) -> None:
