@@ -395,8 +395,9 @@ def content_coding(accept_encoding: str) -> str | None:
                     q = float(value.strip())
                 except ValueError:
                     q = 0.0
-        if name.strip():
-            quality[name.strip()] = q
+        name = name.strip()
+        if name:
+            quality["gzip" if name == "x-gzip" else name] = q  # RFC 9110 §8.4.1.3: x-gzip is gzip
     for coding in ("gzip", "deflate"):
         if quality.get(coding, quality.get("*", 0.0)) > 0:
             return coding

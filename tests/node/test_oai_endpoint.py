@@ -199,6 +199,7 @@ async def test_a_large_page_is_compressed_whole(node: Node, monkeypatch: pytest.
         ("*;q=0", None),
         ("gzip;q=0, *;q=0.3", "deflate"),
         ("gzip;q=nonsense", None),
+        ("x-gzip", "gzip"),
     ],
 )
 def test_content_coding_follows_accept_encoding(header: str, coding: str | None) -> None:
