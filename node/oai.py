@@ -36,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from node.db import Database
+from protocol.accept import qualities
 from protocol.oai.config import OaiConfig
 from protocol.oai.errors import ErrorCode, OaiError
 from protocol.oai.identifiers import make_identifier, parse_identifier
@@ -384,20 +385,8 @@ def content_coding(accept_encoding: str) -> str | None:
 
     A coding is acceptable when it is listed, or covered by ``*``, with a quality above zero (RFC 9110 §12.5.3).
     """
-    quality: dict[str, float] = {}
-    for item in accept_encoding.lower().split(","):
-        name, _, parameters = item.partition(";")
-        q = 1.0
-        for parameter in parameters.split(";"):
-            key, _, value = parameter.strip().partition("=")
-            if key.strip() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = 0.0
-        name = name.strip()
-        if name:
-            quality["gzip" if name == "x-gzip" else name] = q  # RFC 9110 §8.4.1.3: x-gzip is gzip
+    # A q that is not a number refuses the coding; x-gzip is gzip (RFC 9110 §8.4.1.3).
+    quality = {"gzip" if value == "x-gzip" else value: q or 0.0 for value, q in qualities(accept_encoding)}
     for coding in ("gzip", "deflate"):
         if quality.get(coding, quality.get("*", 0.0)) > 0:
             return coding

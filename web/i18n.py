@@ -14,6 +14,8 @@ from pathlib import Path
 from aiohttp import web
 from babel.support import NullTranslations, Translations
 
+from protocol.accept import qualities
+
 LANGUAGES = ("fr", "en")
 DEFAULT = "fr"
 COOKIE = "essaim_lang"
@@ -44,15 +46,8 @@ def negotiate(request: web.Request) -> str:
     if chosen in LANGUAGES:
         return chosen
     ranked: list[tuple[float, int, str]] = []
-    for position, part in enumerate(request.headers.get("Accept-Language", "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                continue
-        primary = tag.strip().lower().split("-")[0]
-        if primary in LANGUAGES and quality > 0:
+    for position, (tag, quality) in enumerate(qualities(request.headers.get("Accept-Language", ""))):
+        primary = tag.split("-")[0]
+        if primary in LANGUAGES and quality is not None and quality > 0:
             ranked.append((-quality, position, primary))
     return min(ranked)[2] if ranked else DEFAULT
