@@ -38,7 +38,12 @@ class SheetRow(Model):
 
 
 class SheetSet(Model):
-    """Set membership with the datestamp copied in, so that selective OAI harvests page by keyset."""
+    """Set membership with the datestamp copied in, so that selective OAI harvests page by keyset.
+
+    On SQLite, migration 0012 makes this a table clustered on the keyset (``WITHOUT ROWID``, primary
+    key (spec, stamp, sheet_pk), unique index ``sheet_set_sheet`` on (sheet_pk, spec)), which Tortoise
+    models cannot declare: the ``id`` column exists on PostgreSQL only, and no code reads it.
+    """
 
     id = fields.BigIntField(primary_key=True)
     sheet_pk = fields.BigIntField()
@@ -388,7 +393,9 @@ class HubSheetMatch(Model):
     class Meta:
         table = "hub_sheet_match"
         # Also hub_sheet_match_cluster, on the cluster of the rows that have one (a partial index: created
-        # by migrations 0010 and 0011, which Tortoise indexes cannot declare for both databases).
+        # by migrations 0010 and 0011, which Tortoise indexes cannot declare for both databases). On
+        # SQLite, migration 0012 replaces hub_sheet_match_block by hub_sheet_match_group, covering
+        # (block, source, title_key, cluster, uri): the harvest's grouped read of a block.
         indexes = (Index(fields=("block",), name="hub_sheet_match_block"),)
 
 

@@ -293,7 +293,8 @@ async def test_migration_0011_keys_the_stored_duplicate_keys_by_their_sheets(tmp
             "https://hub.test/sheets/b": "dup-1",
         }
         indexes = await db.fetch("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'hub_sheet_match'")
-        assert {"hub_sheet_match_block", "hub_sheet_match_cluster"} <= {r["name"] for r in indexes}
+        # Migration 0012 (SQLite) replaced the block index by one covering a block's grouped read.
+        assert {"hub_sheet_match_group", "hub_sheet_match_cluster"} <= {r["name"] for r in indexes}
         # An unknown sheet is refused by name, not keyed by a made-up pk.
         async with db.transaction() as tx:
             with pytest.raises(ValueError, match="not stored"):
