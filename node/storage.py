@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from node.db import Database
@@ -220,21 +221,59 @@ Listener = Callable[[BaseDBAsyncClient, Sequence[Change]], Awaitable[None]]
 Provenances = Mapping[str, Mapping[str, Any]]  # local id → provenance of a harvested sheet
 
 
+def _to_json(data: dict[str, Any]) -> str:
+    """The stored JSON text of a sheet's dict: compact (orjson, ~5x faster than :mod:`json`; json
+    writes what orjson refuses, an integer beyond 64 bits, and fails as before on a lone surrogate)."""
+    try:
+        return orjson.dumps(data).decode("utf-8")
+    except orjson.JSONEncodeError:
+        return _to_compact_json(data)
+
+
 # json.dumps(obj, **options) builds an encoder on every call: these are built once (same output).
-_to_json = json.JSONEncoder(ensure_ascii=False).encode
-_to_hashed_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+# Provenance keeps its separators: the push receiver finds a sheet by a LIKE on its text.
 _to_sorted_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+# What content hashes have always been taken of (json.dumps with these options, UTF-8 encoded).
+_to_hashed_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+_to_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _provenance_json(provenance: Mapping[str, Any]) -> str:
     return _to_sorted_json(dict(provenance))
 
 
+_BOOKKEEPING = frozenset(("datestamp", "modified", "created"))
+
+
 def _hash(data: dict[str, Any]) -> str:
     """Hash of what a reader sees: bookkeeping dates are excluded so they never count as a change."""
-    visible = {k: v for k, v in data.items() if k not in ("datestamp", "modified", "created")}
-    blob = _to_hashed_json(visible)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    visible = {k: v for k, v in data.items() if k not in _BOOKKEEPING}
+    return hashlib.sha256(_hashed_json(visible)).hexdigest()
+
+
+def _hashed_json(visible: dict[str, Any]) -> bytes:
+    """``_to_hashed_json(visible)`` in UTF-8, the bytes every stored content hash was taken of.
+
+    orjson writes the same bytes ~4x faster, with two exceptions handed to :mod:`json`: a float
+    below 1e-4 in magnitude (Python writes ``1e-05``, orjson ``0.00001``; a place's coordinates
+    are the sheet's only floats) and what orjson refuses (an integer beyond 64 bits, a lone
+    surrogate -- which then fails to encode as before).
+    """
+    if not _tiny_coordinate(visible.get("places")):
+        try:
+            return orjson.dumps(visible, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass
+    return _to_hashed_json(visible).encode("utf-8")
+
+
+def _tiny_coordinate(places: Any) -> bool:
+    for place in places or ():
+        for key in ("lat", "lon"):
+            value = place.get(key)
+            if value and -1e-4 < value < 1e-4:
+                return True
+    return False
 
 
 _URL_NAMESPACE = uuid.NAMESPACE_URL.bytes

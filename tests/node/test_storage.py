@@ -7,8 +7,10 @@ reason, when the server at 127.0.0.1:5432 is unreachable).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
+import typing
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -16,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.db import Database
-from node.storage import BATCH, Change, SheetStore, prepare, sheet_counts
+from node.storage import BATCH, Change, SheetStore, _hashed_json, _to_json, prepare, sheet_counts
 from protocol.oai.metadata import render_formats
 from protocol.oai.sets import set_specs
 from protocol.sheet import Partner, Place, Sheet, Stage, Tombstone, sheet_replacer, sheet_to_dict
@@ -646,7 +650,7 @@ def test_prepare_is_the_dated_sheet_as_stored(dates: dict[str, Any], hub: bool) 
     now = datetime.fromtimestamp(stamp, tz=UTC)
     dated = replace(sheet, id=uri, created=sheet.created or now, modified=sheet.modified or now, datestamp=now)
     p = prepare(sheet, uri, stamp, hub=hub)
-    assert p.text == json.dumps(sheet_to_dict(dated), ensure_ascii=False)
+    assert json.loads(p.text) == sheet_to_dict(dated)
     assert list(json.loads(p.text)) == list(sheet_to_dict(dated))  # field order too
     assert p.dated() == dated
     assert p.sets == set_specs(dated, hub=hub)
@@ -663,3 +667,65 @@ def test_sheet_replacer_is_replace() -> None:
     for names in [(), ("title", "title"), ("titre",)]:
         with pytest.raises(ValueError, match="not distinct Sheet fields"):
             sheet_replacer(*names)
+
+
+# A sheet's dict holds no float but its places' coordinates (checked below); any other value may be anywhere.
+_JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.text()
+_COORDINATES = st.floats(min_value=-180, max_value=180) | st.sampled_from([0.0, -0.0, 1e-05, -3e-05, 1e-4, 9.9e-05])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(), st.recursive(_JSON_LEAVES, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner))
+    ),
+    st.lists(st.fixed_dictionaries({"lat": _COORDINATES, "lon": _COORDINATES, "commune": st.text()}), max_size=3),
+)
+def test_content_hashes_are_taken_of_the_same_bytes_as_ever(data: dict[str, Any], places: list[Any]) -> None:
+    """The hashed text is written by orjson when it gives json.dumps's bytes (stored hashes stay valid):
+    tiny coordinates, integers beyond 64 bits and the rest must not change a byte."""
+    if places:
+        data = {**data, "places": places}
+    expected = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    try:
+        blob = expected.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no hash before either
+        with pytest.raises(UnicodeEncodeError):
+            _hashed_json(data)
+        return
+    assert _hashed_json(data) == blob
+    assert json.loads(_to_json(data)) == data  # the stored text, compact: the same values
+
+
+def test_content_hash_of_a_stored_sheet_is_unchanged() -> None:
+    """A sheet hashed before orjson keeps its hash: the re-harvest of an unchanged source writes nothing."""
+    sheet = replace(
+        fresh(2),
+        places=(Place(commune="Villers-sur-Mer", lat=49.32, lon=-3e-05), Place(commune="Rennes", lat=48.1, lon=-1.68)),
+    )
+    data = sheet_to_dict(sheet)
+    visible = {k: v for k, v in data.items() if k not in ("datestamp", "modified", "created")}
+    old = json.dumps(visible, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    assert b"-3e-05" in old and _hashed_json(visible) == old
+
+
+def _float_fields(kind: type, path: str = "") -> set[str]:
+    """Paths of the float-typed fields of a dataclass, nested dataclasses included."""
+    found: set[str] = set()
+
+    def walk(hint: Any, where: str) -> None:
+        if hint is float:
+            found.add(where)
+        elif dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            found.update(_float_fields(hint, where + "."))
+        for arg in typing.get_args(hint):
+            walk(arg, where)
+
+    for name, hint in typing.get_type_hints(kind).items():
+        walk(hint, path + name)
+    return found
+
+
+def test_only_coordinates_are_floats() -> None:
+    """``_hashed_json`` checks the places' coordinates alone for floats orjson writes differently."""
+    assert _float_fields(Sheet) == {"places.lat", "places.lon"}
