@@ -29,6 +29,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from node.db import Database
+from protocol.picklable import pickled_by_fields
 from protocol.sheet import Sheet
 from protocol.taxonomy import fold
 
@@ -44,6 +45,7 @@ _HOLDER_NOISE = frozenset(
 _TITLE_NOISE = frozenset("de des du la le les l d un une et en a au aux pour par sur the of and".split())
 
 
+@pickled_by_fields  # sent back by harvest workers
 @dataclass(frozen=True, slots=True)
 class MatchKey:
     block: str

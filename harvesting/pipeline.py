@@ -35,6 +35,7 @@ from harvesting.normalise import Normaliser
 from harvesting.records import Deleted, Harvested, Rejected, decode_record
 from harvesting.transport import ListPage, RawPage, read_list_page
 from node.storage import Prepared, SheetStore, prepare
+from protocol.picklable import pickled_by_fields
 
 # Normalisers a worker keeps (one per source and crosswalk version harvested recently).
 _NORMALISERS = 64
@@ -59,6 +60,7 @@ class PageJob:
     stamp: int  # the datestamp the page's sheets are prepared for
 
 
+@pickled_by_fields  # ~100 per page sent back (see protocol.picklable)
 @dataclass(frozen=True, slots=True)
 class LiveRecord:
     identifier: str

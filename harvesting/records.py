@@ -24,6 +24,7 @@ from lxml import etree
 from protocol.errors import SheetValidationError
 from protocol.oai.namespaces import DC, ESSAIM, OAI, OAI_DC, XML, qn
 from protocol.oai.native import parse_native
+from protocol.picklable import pickled_by_fields
 from protocol.sheet import Sheet, sheet_from_dict, sheet_replacer
 
 NAMESPACES = {"essaim": ESSAIM, "oai_dc": OAI_DC}
@@ -44,12 +45,14 @@ class Harvested:
         return self.sheet.url
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Deleted:
     identifier: str
     datestamp: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Rejected:
     identifier: str

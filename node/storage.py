@@ -25,6 +25,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from node.db import Database
 from protocol.oai.metadata import render_formats
 from protocol.oai.sets import set_specs
+from protocol.picklable import pickled_by_fields
 from protocol.sheet import Sheet, Tombstone, format_datestamp, sheet_from_dict, sheet_replacer, sheet_to_dict
 from protocol.taxonomy import fold
 
@@ -80,6 +81,7 @@ class _Write:
     sets: tuple[str, ...]
 
 
+@pickled_by_fields  # sent back by harvest workers (see protocol.picklable)
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A write of one sheet computed away from the database (a worker process, see node.pipeline).
