@@ -264,6 +264,26 @@ async def open_database(kind: str) -> AsyncIterator[Database]:
             await db.close()
 
 
+async def sqlite_migrated_to(path: Path, target: str, sheets: Sequence[tuple[int, str, str, str]]) -> None:
+    """An SQLite database at ``path`` migrated up to ``target`` only, holding bare rows of ``sheets``
+    (pk, uri, source, local id): the state a later migration finds."""
+    import sqlite3
+
+    from tortoise import Tortoise
+    from tortoise.migrations.api.migrate import migrate
+
+    from node.db import tortoise_config
+
+    await migrate(config=tortoise_config(f"sqlite:///{path}"), target=target)
+    await Tortoise.close_connections()
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO sheet (pk_id, uri, source, local_id, stamp, deleted, content_hash, title, sets)"
+            " VALUES (?, ?, ?, ?, 0, 0, '', '', '')",
+            sheets,
+        )
+
+
 def oai_app(
     db: Database, config: OaiConfig, clock: Clock | None = None, capture: list[bytes] | None = None
 ) -> web.Application:

@@ -25,6 +25,7 @@ from node.db import Database
 from node.outbound import OutboundClient
 from protocol.sheet import Holder, Partner, Place, Sheet, TagMapping, sheet_from_dict
 from tests.harvesting.conftest import HUB_URL, NodeProcess, outbound_config
+from tests.oai_support import sqlite_migrated_to
 
 COUNT = 20
 
@@ -257,20 +258,10 @@ async def test_crosswalk_queue_places_and_duplicates(seeded: NodeProcess, hub_db
 async def test_migration_0011_keys_the_stored_duplicate_keys_by_their_sheets(tmp_path: Path) -> None:
     """A hub migrated before 0011 keeps its duplicate keys and clusters, now under its sheets' pks; a row
     whose URI no stored sheet has (there should be none) is dropped."""
-    from tortoise import Tortoise
-    from tortoise.migrations.api.migrate import migrate
-
-    from node.db import tortoise_config
-
     path = tmp_path / "hub.sqlite3"
-    await migrate(config=tortoise_config(f"sqlite:///{path}"), target="node.0010_hub_match_cluster_partial")
-    await Tortoise.close_connections()
+    sheets = [(7, "https://hub.test/sheets/a", "a", "1"), (9, "https://hub.test/sheets/b", "b", "1")]
+    await sqlite_migrated_to(path, "node.0010_hub_match_cluster_partial", sheets)
     with sqlite3.connect(path) as conn:
-        conn.executemany(
-            "INSERT INTO sheet (pk_id, uri, source, local_id, stamp, deleted, content_hash, title, sets)"
-            " VALUES (?, ?, ?, ?, 0, 0, '', '', '')",
-            [(7, "https://hub.test/sheets/a", "a", "1"), (9, "https://hub.test/sheets/b", "b", "1")],
-        )
         conn.executemany(
             "INSERT INTO hub_sheet_match (uri, source, block, title_key, cluster) VALUES (?, ?, ?, ?, ?)",
             [

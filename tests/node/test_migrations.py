@@ -10,6 +10,7 @@ import pytest
 from node.db import Database
 from node.storage import SheetStore
 from protocol.sheet import Partner, Sheet, Stage
+from tests.oai_support import sqlite_migrated_to
 
 MEMBERSHIPS = [
     (7, "theme", 100),
@@ -22,19 +23,9 @@ MEMBERSHIPS = [
 
 
 async def _migrated_to_0011(path: Path) -> None:
-    from tortoise import Tortoise
-    from tortoise.migrations.api.migrate import migrate
-
-    from node.db import tortoise_config
-
-    await migrate(config=tortoise_config(f"sqlite:///{path}"), target="node.0011_hub_match_by_sheet")
-    await Tortoise.close_connections()
+    sheets = [(7, "https://hub.test/sheets/a", "a", "1"), (9, "https://hub.test/sheets/b", "a", "2")]
+    await sqlite_migrated_to(path, "node.0011_hub_match_by_sheet", sheets)
     with sqlite3.connect(path) as conn:
-        conn.executemany(
-            "INSERT INTO sheet (pk_id, uri, source, local_id, stamp, deleted, content_hash, title, sets)"
-            " VALUES (?, ?, 'a', ?, 0, 0, '', '', '')",
-            [(7, "https://hub.test/sheets/a", "1"), (9, "https://hub.test/sheets/b", "2")],
-        )
         conn.executemany("INSERT INTO sheet_set (sheet_pk, spec, stamp) VALUES (?, ?, ?)", MEMBERSHIPS)
         conn.executemany(
             "INSERT INTO hub_sheet_match (sheet_pk, uri, source, block, title_key, cluster) VALUES (?, ?, ?, ?, ?, ?)",
