@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import os
 import re
+import sqlite3
 import tempfile
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -267,8 +268,6 @@ async def open_database(kind: str) -> AsyncIterator[Database]:
 async def sqlite_migrated_to(path: Path, target: str, sheets: Sequence[tuple[int, str, str, str]]) -> None:
     """An SQLite database at ``path`` migrated up to ``target`` only, holding bare rows of ``sheets``
     (pk, uri, source, local id): the state a later migration finds."""
-    import sqlite3
-
     from tortoise import Tortoise
     from tortoise.migrations.api.migrate import migrate
 

@@ -23,7 +23,7 @@ MEMBERSHIPS = [
 
 
 async def _migrated_to_0011(path: Path) -> None:
-    sheets = [(7, "https://hub.test/sheets/a", "a", "1"), (9, "https://hub.test/sheets/b", "a", "2")]
+    sheets = [(7, "https://hub.test/sheets/a", "a", "1"), (9, "https://hub.test/sheets/b", "b", "2")]
     await sqlite_migrated_to(path, "node.0011_hub_match_by_sheet", sheets)
     with sqlite3.connect(path) as conn:
         conn.executemany("INSERT INTO sheet_set (sheet_pk, spec, stamp) VALUES (?, ?, ?)", MEMBERSHIPS)
